@@ -1,0 +1,435 @@
+/**
+ * The agent core: joins the mesh, owns this node's pod block and published record, and on every
+ * mesh change and periodic resync runs `snapshot -> plan -> datapath.apply` and refreshes the DNS
+ * table. All I/O goes through injected ports (see `ports.ts`); real implementations are wired in
+ * `wire.ts`. One reconcile runs at a time; triggers that arrive meanwhile coalesce into one more
+ * pass. A failed step is logged, counted and retried at the next trigger; it never escapes the loop.
+ */
+import type { Logger } from 'pino';
+import type { MeshHandle, MeshSnapshot } from '../../mesh/api.ts';
+import type { Config } from '../config.ts';
+import { NODE_ENTRY_KEY, type DesiredState, type NodeInfo, type PodRecord, type RemoteNode } from '../model.ts';
+import type { WgDevice } from '../wireguard/backend.ts';
+import type { Health } from '../observe/health.ts';
+import type { AgentMetrics } from '../observe/metrics.ts';
+import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn } from './ports.ts';
+import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
+import { blockLost, buildNodeInfo, diffPodEntries, ownPodEntries, takenBlocks } from './records.ts';
+
+/** The agent could not start (no free block, bad state file...). Fatal at startup only. */
+export class AgentStartError extends Error {
+  override name = 'AgentStartError';
+}
+
+/** Timer functions, injectable so tests can drive time. */
+export interface Timers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Everything the agent core needs. */
+export interface AgentDeps {
+  readonly config: Config;
+  /** Root logger; the agent derives `component` children from it. */
+  readonly logger: Logger;
+  /** ms since the epoch. */
+  readonly clock: () => number;
+  readonly random: () => number;
+  readonly timers?: Timers;
+  readonly mesh: MeshHandle;
+  readonly wgPublicKey: string;
+  readonly backendKind: string;
+  /** This node's WireGuard endpoints as published ("ip:port"). */
+  readonly endpoints: readonly string[];
+  readonly plan: PlanFn;
+  readonly datapath: DatapathPort;
+  readonly blockStore: BlockStore;
+  readonly hostNet: HostNetPort;
+  readonly dns?: DnsPort;
+  readonly metrics?: AgentMetrics;
+  readonly health?: Health;
+  /** Reads the WireGuard device, for status. */
+  readonly readDevice?: () => Promise<WgDevice | null>;
+  /** Called after the block changed (first claim or re-claim), before the new record is published. */
+  readonly onBlockChanged?: (claim: BlockClaim, previous: BlockClaim | undefined) => Promise<void> | void;
+  /** How long to gossip before claiming a block when none is fixed or persisted. Default 1500 ms. */
+  readonly initialSyncMs?: number;
+}
+
+/** One peer row of the status view. */
+export interface PeerStatus {
+  readonly name: string;
+  readonly publicKey: string;
+  readonly endpoint: string | undefined;
+  readonly allowedIPs: readonly string[];
+  /** Seconds since the epoch, 0 = never. */
+  readonly lastHandshake: number;
+  readonly rxBytes: number;
+  readonly txBytes: number;
+  /** Mesh liveness of the node, or 'unknown' for a device peer weft did not plan. */
+  readonly state: string;
+}
+
+/** What `GET /v1/status` returns. */
+export interface AgentStatus {
+  readonly node: {
+    readonly name: string;
+    readonly backend: string;
+    readonly publicKey: string;
+    readonly meshIP: string | undefined;
+    readonly podCIDRs: readonly string[];
+    readonly listenPort: number;
+    readonly mtu: number | undefined;
+    readonly ifname: string;
+    readonly endpoints: readonly string[];
+  };
+  readonly ready: boolean;
+  readonly mesh: { readonly members: Readonly<Record<string, number>> };
+  readonly datapath: ReturnType<DatapathPort['stats']>;
+  readonly peers: readonly PeerStatus[];
+  /** Seconds since the epoch. */
+  readonly now: number;
+}
+
+const realTimers: Timers = {
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+/** The agent. Create, `start()`, feed local pods with `setLocalPods`, `stop()` on SIGTERM. */
+export class Agent {
+  readonly #d: AgentDeps;
+  readonly #log: Logger;
+  readonly #ipamLog: Logger;
+  readonly #dpLog: Logger;
+  readonly #timers: Timers;
+  #claim: BlockClaim | undefined;
+  #self: NodeInfo | undefined;
+  #publishedNode: string | undefined;
+  #publishedPods = new Map<string, string>();
+  #localPods: readonly PodRecord[] = [];
+  #lastDesired: DesiredState | undefined;
+  #lastRemotes: readonly RemoteNode[] = [];
+  #running = false;
+  #pending = false;
+  #idle: Promise<void> = Promise.resolve();
+  #resyncTimer: unknown;
+  #stopped = false;
+  #started = false;
+  #ready = false;
+  readonly #onChange = (): void => this.trigger('mesh');
+
+  constructor(deps: AgentDeps) {
+    this.#d = deps;
+    this.#timers = deps.timers ?? realTimers;
+    this.#log = deps.logger.child({ component: 'agent' });
+    this.#ipamLog = deps.logger.child({ component: 'ipam' });
+    this.#dpLog = deps.logger.child({ component: 'datapath' });
+    deps.health?.watch('reconcile');
+    deps.health?.setReady('mesh', false, 'not joined');
+    deps.health?.setReady('datapath', false, 'not applied');
+  }
+
+  /** This node's current record (after start). */
+  get self(): NodeInfo | undefined {
+    return this.#self;
+  }
+
+  /** The pod block this node owns (after start). */
+  get claim(): BlockClaim | undefined {
+    return this.#claim;
+  }
+
+  /** The last desired state planned. */
+  get lastDesired(): DesiredState | undefined {
+    return this.#lastDesired;
+  }
+
+  /** Resolves when no reconcile pass is running or pending. */
+  idle(): Promise<void> {
+    return this.#idle;
+  }
+
+  /**
+   * Joins the mesh, settles the pod block, publishes the node record, prepares the host network
+   * and runs the first reconcile. Rejects (fatal) only for problems a retry cannot fix.
+   */
+  async start(): Promise<void> {
+    const { config, mesh } = this.#d;
+    await mesh.start(config.seeds.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
+    this.#d.health?.setReady('mesh', true, 'joined');
+    this.#log.info({ seeds: config.seeds.length }, 'mesh started');
+
+    const claim = await this.#initialClaim();
+    await this.#adoptClaim(claim, undefined);
+    this.#publishedPods = ownPodEntries(mesh.snapshot());
+    this.#publishPods();
+
+    mesh.on('change', this.#onChange);
+    this.#resyncTimer = this.#timers.setInterval(() => this.trigger('resync'), config.resyncMs);
+    this.#started = true;
+    this.trigger('start');
+    await this.idle();
+  }
+
+  /** Replaces the set of local pods (from the CNI handler); publishes only what changed. Never blocks. */
+  setLocalPods(pods: readonly PodRecord[]): void {
+    this.#localPods = [...pods];
+    if (this.#started && !this.#stopped) {
+      this.#publishPods();
+      this.trigger('pods');
+    }
+  }
+
+  /** Asks for a reconcile pass. Never blocks; passes coalesce. */
+  trigger(reason: string): void {
+    if (this.#stopped) return;
+    this.#pending = true;
+    if (this.#running) return;
+    this.#running = true;
+    this.#idle = this.#loop(reason);
+  }
+
+  async #loop(reason: string): Promise<void> {
+    try {
+      while (this.#pending && !this.#stopped) {
+        this.#pending = false;
+        await this.#reconcileOnce(reason);
+        reason = 'coalesced';
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #reconcileOnce(reason: string): Promise<void> {
+    const { metrics, health } = this.#d;
+    const started = performance.now();
+    metrics?.reconciles.inc();
+    try {
+      let snapshot = this.#d.mesh.snapshot();
+      let result = this.#plan(snapshot);
+      if (result === undefined) return;
+      const winner = this.#claim ? blockLost(this.#d.config.name, this.#claim, result.remotes) : undefined;
+      if (winner !== undefined && this.#d.config.podCIDRs.length === 0) {
+        await this.#reclaim(winner, result.remotes);
+        snapshot = this.#d.mesh.snapshot();
+        result = this.#plan(snapshot);
+        if (result === undefined) return;
+      } else if (winner !== undefined) {
+        this.#ipamLog.error({ block: this.#claim?.podCIDRs, winner }, 'fixed --pod-cidr conflicts with an older claim; keeping it (fix the configuration)');
+      }
+      this.#lastDesired = result.desired;
+      this.#lastRemotes = result.remotes;
+      try {
+        this.#d.dns?.update(this.#self!, this.#localPods, result.remotes);
+      } catch (err) {
+        metrics?.reconcileErrors.inc({ stage: 'dns' });
+        this.#log.child({ component: 'dns' }).error({ err }, 'dns table update failed');
+      }
+      const before = this.#d.datapath.stats().errors;
+      try {
+        await this.#d.datapath.apply(result.desired);
+        const failed = this.#d.datapath.stats().errors > before;
+        if (failed) throw new Error('datapath reconcile reported an error');
+        if (!this.#ready) this.#dpLog.info({ peers: result.desired.peers.length, routes: result.desired.routes.length }, 'datapath applied');
+        this.#ready = true;
+        health?.setReady('datapath', true, 'applied');
+      } catch (err) {
+        metrics?.reconcileErrors.inc({ stage: 'datapath' });
+        this.#dpLog.error({ err, reason }, 'datapath apply failed; retrying at the next trigger');
+        if (!this.#ready) health?.setReady('datapath', false, (err as Error).message);
+      }
+      this.#dpLog.debug({ reason, peers: result.desired.peers.length, ms: Math.round(performance.now() - started) }, 'reconciled');
+    } catch (err) {
+      metrics?.reconcileErrors.inc({ stage: 'plan' });
+      this.#log.error({ err, reason }, 'reconcile failed; retrying at the next trigger');
+    } finally {
+      metrics?.planDuration.observe((performance.now() - started) / 1000);
+      health?.tick('reconcile');
+    }
+  }
+
+  #plan(snapshot: MeshSnapshot): ReturnType<PlanFn> | undefined {
+    if (!this.#self) return undefined;
+    const result = this.#d.plan(snapshot, this.#self);
+    for (const r of result.rejected) {
+      this.#d.metrics?.rejectedRecords.inc({ reason: r.reason.split(':')[0]!.slice(0, 40) });
+      this.#log.debug({ node: r.node, key: r.key, reason: r.reason }, 'mesh record rejected');
+    }
+    return result;
+  }
+
+  /** Fixed --pod-cidr, else the persisted claim, else a fresh claim after a short initial sync. */
+  async #initialClaim(): Promise<BlockClaim> {
+    const { config, blockStore, clock } = this.#d;
+    let stored: BlockClaim | undefined;
+    try {
+      stored = await blockStore.load();
+    } catch (err) {
+      this.#ipamLog.warn({ err }, 'cannot read the stored pod block; claiming a new one');
+    }
+    if (config.podCIDRs.length > 0) {
+      const same = stored && sameSet(stored.podCIDRs, config.podCIDRs);
+      const claim = { podCIDRs: [...config.podCIDRs], claimedAt: same ? stored!.claimedAt : clock() };
+      this.#ipamLog.info({ block: claim.podCIDRs }, 'using the fixed pod block');
+      return claim;
+    }
+    if (stored && stored.podCIDRs.length > 0) {
+      this.#ipamLog.info({ block: stored.podCIDRs }, 'adopting the stored pod block');
+      return stored;
+    }
+    await this.#sleep(this.#d.initialSyncMs ?? 1500);
+    return this.#chooseClaim(takenBlocks(this.#d.mesh.snapshot()));
+  }
+
+  /** First claims start at hash(name); re-claims (`avoid` given) start at a random block so colliding names do not collide again. */
+  #chooseClaim(taken: readonly string[], avoid?: readonly string[]): BlockClaim {
+    const { config, random, clock } = this.#d;
+    const v4 = config.clusterCIDRs.find((c) => !c.includes(':'));
+    if (!v4) throw new AgentStartError('agent: no IPv4 cluster CIDR to claim a block from; give --pod-cidr');
+    let block: string;
+    try {
+      block = chooseBlock({ clusterCidr: v4, prefix: config.blockSize, node: config.name, taken, avoid, random: avoid ? random : undefined });
+    } catch (err) {
+      throw new AgentStartError(`agent: cannot claim a pod block: ${(err as Error).message}`, { cause: err });
+    }
+    this.#ipamLog.info({ block, taken: taken.length }, 'claimed a pod block');
+    return { podCIDRs: [block], claimedAt: clock() };
+  }
+
+  async #reclaim(winner: string, remotes: readonly RemoteNode[]): Promise<void> {
+    const previous = this.#claim!;
+    const taken = new Set(takenBlocks(this.#d.mesh.snapshot()));
+    for (const r of remotes) for (const c of r.info.podCIDRs) taken.add(c);
+    const next = this.#chooseClaim([...taken].sort(), previous.podCIDRs);
+    this.#d.metrics?.blockReclaims.inc();
+    this.#ipamLog.warn({ lost: previous.podCIDRs, winner, block: next.podCIDRs }, 'lost the pod block to an older claim; re-claimed; pods on the old block must restart');
+    await this.#adoptClaim(next, previous);
+  }
+
+  async #adoptClaim(claim: BlockClaim, previous: BlockClaim | undefined): Promise<void> {
+    const { config, blockStore, hostNet } = this.#d;
+    await blockStore.save(claim);
+    this.#claim = claim;
+    if (this.#d.onBlockChanged && (!previous || !sameSet(previous.podCIDRs, claim.podCIDRs))) await this.#d.onBlockChanged(claim, previous);
+    const families = [...new Set(claim.podCIDRs.map((c) => (c.includes(':') ? 6 : 4) as 4 | 6))];
+    for (const c of claim.podCIDRs) await hostNet.ensureBridge(gatewayOf(c).cidr);
+    await hostNet.enableForwarding(families);
+    this.#self = buildNodeInfo({
+      name: config.name,
+      wgPublicKey: this.#d.wgPublicKey,
+      listenPort: config.wgPort,
+      endpoints: this.#d.endpoints,
+      claim,
+    });
+    this.#publishNode();
+  }
+
+  #publishNode(): void {
+    const payload = JSON.stringify(this.#self);
+    if (payload === this.#publishedNode) return;
+    this.#d.mesh.setLocal(NODE_ENTRY_KEY, new TextEncoder().encode(payload));
+    this.#publishedNode = payload;
+    this.#log.info({ meshIP: this.#self!.meshIP, podCIDRs: this.#self!.podCIDRs, endpoints: this.#self!.endpoints }, 'published node record');
+  }
+
+  #publishPods(): void {
+    const ops = diffPodEntries(this.#publishedPods, this.#localPods);
+    const enc = new TextEncoder();
+    for (const { key, payload } of ops.set) {
+      this.#d.mesh.setLocal(key, enc.encode(payload));
+      this.#publishedPods.set(key, payload);
+    }
+    for (const key of ops.del) {
+      this.#d.mesh.deleteLocal(key);
+      this.#publishedPods.delete(key);
+    }
+    if (ops.dropped.length > 0) {
+      this.#d.metrics?.podEntriesDropped.inc(ops.dropped.length);
+      this.#log.warn({ dropped: ops.dropped.slice(0, 5), count: ops.dropped.length }, 'some pods are not published (entry too large or malformed)');
+    }
+  }
+
+  /** The status view: this node, mesh counts, datapath counters and one row per WireGuard peer. */
+  async status(): Promise<AgentStatus> {
+    const { config } = this.#d;
+    const snapshot = this.#d.mesh.snapshot();
+    const members: Record<string, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
+    for (const m of snapshot.members) members[m.state] = (members[m.state] ?? 0) + 1;
+    const byKey = new Map<string, RemoteNode>();
+    for (const r of this.#lastRemotes) byKey.set(r.info.wgPublicKey, r);
+    const device = this.#d.readDevice ? await this.#d.readDevice().catch(() => null) : null;
+    const peers: PeerStatus[] = [];
+    if (device) {
+      for (const p of device.peers) {
+        const r = byKey.get(p.publicKey);
+        peers.push({
+          name: r?.info.name ?? '?', publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs,
+          lastHandshake: p.lastHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, state: r?.state ?? 'unknown',
+        });
+      }
+    } else {
+      for (const p of this.#lastDesired?.peers ?? []) {
+        peers.push({ name: p.name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, lastHandshake: 0, rxBytes: 0, txBytes: 0, state: byKey.get(p.publicKey)?.state ?? 'unknown' });
+      }
+    }
+    peers.sort((a, b) => a.name.localeCompare(b.name));
+    return {
+      node: {
+        name: config.name, backend: this.#d.backendKind, publicKey: this.#d.wgPublicKey, meshIP: this.#self?.meshIP,
+        podCIDRs: this.#claim?.podCIDRs ?? [], listenPort: config.wgPort, mtu: this.#lastDesired?.mtu, ifname: config.ifname,
+        endpoints: this.#d.endpoints,
+      },
+      ready: this.#ready,
+      mesh: { members },
+      datapath: this.#d.datapath.stats(),
+      peers,
+      now: Math.floor(this.#d.clock() / 1000),
+    };
+  }
+
+  /**
+   * Stops the agent. With `leave`, announces a graceful leave first so peers drop this node at
+   * once. The datapath (interface, peers, routes) stays in place either way.
+   */
+  async stop(opts: { leave?: boolean; leaveTimeoutMs?: number } = {}): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#d.mesh.off('change', this.#onChange);
+    if (this.#resyncTimer !== undefined) this.#timers.clearInterval(this.#resyncTimer);
+    await this.#idle.catch(() => {});
+    if (opts.leave) {
+      try {
+        await this.#d.mesh.leave(opts.leaveTimeoutMs ?? 2000);
+      } catch (err) {
+        this.#log.warn({ err }, 'mesh leave failed');
+      }
+    }
+    const steps: [string, () => Promise<void>][] = [
+      ['mesh', () => this.#d.mesh.stop()],
+      ['datapath', () => this.#d.datapath.stop()],
+      ['dns', () => this.#d.dns?.close() ?? Promise.resolve()],
+    ];
+    for (const [what, fn] of steps) {
+      try {
+        await fn();
+      } catch (err) {
+        this.#log.warn({ err, what }, 'stop step failed');
+      }
+    }
+    this.#log.info('agent stopped; datapath left in place');
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#timers.setTimeout(resolve, ms));
+  }
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}

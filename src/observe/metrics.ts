@@ -1,0 +1,103 @@
+/**
+ * Prometheus metrics of the agent on its own registry (never prom-client's global one, so several
+ * agents can live in one test process). Components report through the small objects returned by
+ * {@link createAgentMetrics}; values that other components already count (mesh, datapath, DNS)
+ * are read at scrape time through callbacks.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MeshSnapshot, MeshStats } from '../../mesh/api.ts';
+import type { ApiServer } from '../api/server.ts';
+import type { DatapathStats } from '../agent/ports.ts';
+
+/** What the agent reports directly. */
+export interface AgentMetrics {
+  readonly registry: Registry;
+  readonly planDuration: Histogram;
+  readonly reconcileErrors: Counter<'stage'>;
+  readonly reconciles: Counter;
+  readonly rejectedRecords: Counter<'reason'>;
+  readonly podEntriesDropped: Counter;
+  readonly blockReclaims: Counter;
+  readonly apiRequests: Counter<'route' | 'status'>;
+  readonly apiDuration: Histogram<'route'>;
+}
+
+/** Sources read at scrape time; each callback must be cheap and must not throw. */
+export interface MetricSources {
+  readonly mesh?: () => { snapshot: MeshSnapshot; stats: MeshStats } | undefined;
+  readonly datapath?: () => DatapathStats | undefined;
+  /** Any flat counters (e.g. DNS `stats()`); exported as `weft_dns_<name>`. */
+  readonly dns?: () => Readonly<Record<string, number>> | undefined;
+}
+
+/** Creates the registry, the agent's metrics, the scrape-time collectors and Node.js process metrics. */
+export function createAgentMetrics(sources: MetricSources = {}, opts: { processMetrics?: boolean } = {}): AgentMetrics {
+  const registry = new Registry();
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'weft_' });
+  const r = [registry];
+  const m: AgentMetrics = {
+    registry,
+    planDuration: new Histogram({ name: 'weft_reconcile_duration_seconds', help: 'Time of one plan + datapath apply', registers: r, buckets: [0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10] }),
+    reconcileErrors: new Counter({ name: 'weft_reconcile_errors_total', help: 'Failed reconcile steps, by stage', labelNames: ['stage'], registers: r }),
+    reconciles: new Counter({ name: 'weft_reconciles_total', help: 'Reconcile passes run by the agent', registers: r }),
+    rejectedRecords: new Counter({ name: 'weft_mesh_records_rejected_total', help: 'Mesh records the planner refused', labelNames: ['reason'], registers: r }),
+    podEntriesDropped: new Counter({ name: 'weft_pod_entries_dropped_total', help: 'Local pods not published (name too long or malformed)', registers: r }),
+    blockReclaims: new Counter({ name: 'weft_ipam_block_reclaims_total', help: 'Times this node lost its pod block to an older claim and re-claimed', registers: r }),
+    apiRequests: new Counter({ name: 'weft_api_requests_total', help: 'Local API requests by route and status (CNI operations included)', labelNames: ['route', 'status'], registers: r }),
+    apiDuration: new Histogram({ name: 'weft_api_request_duration_seconds', help: 'Local API request latency by route', labelNames: ['route'], registers: r, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] }),
+  };
+
+  new Gauge({
+    name: 'weft_mesh_members', help: 'Mesh members by state', labelNames: ['state'], registers: r,
+    collect() {
+      this.reset();
+      const s = sources.mesh?.();
+      if (!s) return;
+      const counts: Record<string, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
+      for (const mem of s.snapshot.members) counts[mem.state] = (counts[mem.state] ?? 0) + 1;
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'weft_mesh_stat', help: 'Mesh counters (packets, bytes, decrypt failures, bad signatures, malformed, rate limited); monotonic', labelNames: ['counter'], registers: r,
+    collect() {
+      this.reset();
+      const s = sources.mesh?.();
+      if (!s) return;
+      for (const [k, v] of Object.entries(s.stats)) if (typeof v === 'number') this.set({ counter: k }, v);
+    },
+  });
+  new Gauge({
+    name: 'weft_datapath_stat', help: 'Datapath reconciler counters (reconciles, errors, writes, lastDurationMs)', labelNames: ['counter'], registers: r,
+    collect() {
+      this.reset();
+      const s = sources.datapath?.();
+      if (!s) return;
+      for (const [k, v] of Object.entries(s)) if (typeof v === 'number') this.set({ counter: k }, v);
+    },
+  });
+  new Gauge({
+    name: 'weft_dns_stat', help: 'DNS server counters as the DNS module reports them', labelNames: ['counter'], registers: r,
+    collect() {
+      this.reset();
+      const s = sources.dns?.();
+      if (!s) return;
+      for (const [k, v] of Object.entries(s)) if (typeof v === 'number' && Number.isFinite(v)) this.set({ counter: k }, v);
+    },
+  });
+  return m;
+}
+
+/** An `onRequest` hook for {@link ApiServer} that feeds the API metrics; unknown paths are folded into one label. */
+export function apiRequestObserver(m: AgentMetrics, knownRoutes: () => ReadonlySet<string>): (method: string, path: string, status: number, seconds: number) => void {
+  return (method, path, status, seconds) => {
+    const route = knownRoutes().has(path) ? `${method} ${path}` : 'other';
+    m.apiRequests.inc({ route, status: String(status) });
+    m.apiDuration.observe({ route }, seconds);
+  };
+}
+
+/** Mounts GET /metrics (unix socket and TCP). */
+export function mountMetricsRoute(api: ApiServer, m: AgentMetrics): void {
+  api.route('GET', '/metrics', async () => ({ status: 200, text: await m.registry.metrics(), contentType: m.registry.contentType }), { tcp: true });
+}
