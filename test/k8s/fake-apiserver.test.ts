@@ -26,7 +26,7 @@ interface Collected {
   controller: AbortController;
 }
 
-async function collect(server: FakeApiServer, path: string, params: Record<string, unknown>): Promise<Collected> {
+async function collect(server: FakeApiServer, path: string, params: Record<string, string | number | boolean | undefined>): Promise<Collected> {
   const c: Partial<Collected> & { events: Collected['events']; done: boolean } = { events: [], done: false };
   const w = new Watch(server.kubeConfig());
   c.controller = await w.watch(

@@ -1,0 +1,71 @@
+/**
+ * Pure reconciliation of the pods the CNI plugin reported on this node against the pods the API
+ * server has scheduled here: which pod names the agent should drop from DNS (and from its mesh
+ * record) because the pod is gone even though no CNI DEL arrived (kubelet crash, node reboot,
+ * force-deleted pod...). No I/O; the clock is an argument.
+ */
+import type { KubePod } from './slim.ts';
+
+/** A pod as the CNI handler recorded it on this node. */
+export interface CniPod {
+  readonly namespace: string;
+  readonly name: string;
+  /** K8S_POD_UID from CNI_ARGS, when the runtime passed it. */
+  readonly uid?: string;
+  /** When the CNI ADD happened (ms since the epoch). */
+  readonly addedAt: number;
+}
+
+/** What the Kubernetes source knows about pods, from its snapshot. */
+export interface KubePodView {
+  /** The informer is listed and watching right now; its set is current. */
+  readonly connected: boolean;
+  readonly synced: boolean;
+  readonly pods: readonly KubePod[];
+}
+
+/** Why a pod's name is removed. */
+export type RemovalReason = 'not-found' | 'uid-mismatch' | 'terminal';
+
+/** One removal decision. */
+export interface PodRemoval {
+  readonly pod: CniPod;
+  readonly reason: RemovalReason;
+}
+
+/**
+ * A CNI pod younger than this is never removed: the pod informer may lag the CNI ADD by a watch
+ * round-trip, and a name must not flap away right after the pod starts.
+ */
+export const DEFAULT_GRACE_MS = 30_000;
+
+/**
+ * Returns the CNI-reported pods whose names should be removed:
+ * - `not-found`: no pod of that namespace/name is scheduled to this node any more;
+ * - `uid-mismatch`: a pod of that name exists but is another incarnation (recreated StatefulSet
+ *   pod), and the CNI record carries the old uid;
+ * - `terminal`: the pod has finished (Succeeded/Failed): its sandbox is going away.
+ *
+ * It decides nothing unless the view is synced and connected (a stale or partial set would delete
+ * names of pods created while the API server was unreachable) and nothing for pods younger than
+ * `graceMs`. Terminating pods (deletionTimestamp set) keep their names: they still serve during
+ * their grace period. The result is sorted by namespace/name. Pure.
+ */
+export function podsToRemove(cni: readonly CniPod[], view: KubePodView, now: number, graceMs: number = DEFAULT_GRACE_MS): PodRemoval[] {
+  if (!view.synced || !view.connected) return [];
+  const byName = new Map<string, KubePod>();
+  for (const p of view.pods) byName.set(`${p.namespace}/${p.name}`, p);
+  const out: PodRemoval[] = [];
+  for (const pod of cni) {
+    if (now - pod.addedAt < graceMs) continue;
+    const k = byName.get(`${pod.namespace}/${pod.name}`);
+    if (k === undefined) out.push({ pod, reason: 'not-found' });
+    else if (pod.uid !== undefined && pod.uid !== '' && k.uid !== '' && k.uid !== pod.uid) out.push({ pod, reason: 'uid-mismatch' });
+    else if (k.phase === 'Succeeded' || k.phase === 'Failed') out.push({ pod, reason: 'terminal' });
+  }
+  return out.sort((a, b) => {
+    const ka = `${a.pod.namespace}/${a.pod.name}`;
+    const kb = `${b.pod.namespace}/${b.pod.name}`;
+    return ka < kb ? -1 : ka > kb ? 1 : 0;
+  });
+}
