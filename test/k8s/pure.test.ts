@@ -1,0 +1,194 @@
+/**
+ * Pure parts of the Kubernetes integration: slimming hostile objects, the backoff policy and the
+ * DNS clean-up decision, with tables and fast-check properties.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { backoffDelay } from '../../src/k8s/clock.ts';
+import { type CniPod, type KubePodView, podsToRemove } from '../../src/k8s/pod-gc.ts';
+import { type KubePod, canonicalCIDR, canonicalIP, hostPort, slimNode, slimPod } from '../../src/k8s/slim.ts';
+
+describe('slimNode', () => {
+  it('takes podCIDRs (or the legacy podCIDR) and Internal/External IPs, validated and canonical', () => {
+    const r = slimNode({
+      metadata: { name: 'n1', uid: 'u1', annotations: { 'weft.dev/mesh-ip': '10.244.1.1', other: 'x' } },
+      spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'FD00:10:244:1::/64'] },
+      status: {
+        addresses: [
+          { type: 'Hostname', address: 'n1' },
+          { type: 'InternalIP', address: '192.0.2.1' },
+          { type: 'InternalIP', address: '2001:DB8::1' },
+          { type: 'ExternalIP', address: '198.18.0.1' },
+          { type: 'InternalIP', address: 'not-an-ip' },
+        ],
+      },
+    });
+    expect(r).toEqual({
+      ok: true,
+      dropped: 1,
+      value: {
+        name: 'n1',
+        uid: 'u1',
+        podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+        internalIPs: ['192.0.2.1', '2001:db8::1'],
+        externalIPs: ['198.18.0.1'],
+        meshIP: '10.244.1.1',
+      },
+    });
+    expect(slimNode({ metadata: { name: 'n2' }, spec: { podCIDR: '10.244.2.0/24' } })).toMatchObject({ ok: true, value: { podCIDRs: ['10.244.2.0/24'] } });
+  });
+
+  it.each([
+    [null],
+    [{}],
+    [{ metadata: { name: '' } }],
+    [{ metadata: { name: 'UPPER' } }],
+    [{ metadata: { name: 'x'.repeat(300) } }],
+    [{ metadata: { name: 42 } }],
+  ])('rejects a node without a valid name: %j', (obj) => {
+    expect(slimNode(obj).ok).toBe(false);
+  });
+
+  it('drops CIDRs with host bits set and caps list sizes', () => {
+    const many = Array.from({ length: 100 }, (_, i) => ({ type: 'InternalIP', address: `192.0.2.${i}` }));
+    const r = slimNode({ metadata: { name: 'n' }, spec: { podCIDRs: ['10.244.1.1/24', '10.244.2.0/33'] }, status: { addresses: many } });
+    expect(r.ok && r.value.podCIDRs).toEqual([]);
+    expect(r.ok && r.value.internalIPs.length).toBe(16);
+  });
+
+  it('never throws on arbitrary input', () => {
+    fc.assert(
+      fc.property(fc.anything(), (v) => {
+        slimNode(v);
+        slimNode({ metadata: { name: 'n' }, spec: v, status: v });
+        slimNode({ metadata: { name: 'n' }, spec: { podCIDRs: [v] }, status: { addresses: [v, { type: 'InternalIP', address: v }] } });
+      }),
+    );
+  });
+});
+
+describe('slimPod', () => {
+  it('slims to name, namespace, uid, ips, phase, deleted', () => {
+    expect(
+      slimPod({
+        metadata: { name: 'web-0', namespace: 'default', uid: 'u', deletionTimestamp: new Date(0) },
+        spec: { nodeName: 'n1' },
+        status: { phase: 'Running', podIP: '10.244.1.2', podIPs: [{ ip: '10.244.1.2' }, { ip: 'fd00::2' }] },
+      }),
+    ).toEqual({ ok: true, dropped: 0, value: { name: 'web-0', namespace: 'default', uid: 'u', ips: ['10.244.1.2', 'fd00::2'], phase: 'Running', deleted: true } });
+    expect(slimPod({ metadata: { name: 'p', namespace: 'ns' }, status: { phase: 'Weird' } })).toMatchObject({
+      ok: true,
+      value: { phase: 'Unknown', ips: [], deleted: false, uid: '' },
+    });
+    expect(slimPod({ metadata: { name: 'p' } }).ok).toBe(false);
+  });
+
+  it('never throws on arbitrary input', () => {
+    fc.assert(
+      fc.property(fc.anything(), (v) => {
+        slimPod(v);
+        slimPod({ metadata: { name: 'p', namespace: 'n', deletionTimestamp: v }, status: v });
+        slimPod({ metadata: { name: 'p', namespace: 'n' }, status: { podIPs: [v, { ip: v }] } });
+      }),
+    );
+  });
+});
+
+describe('address helpers', () => {
+  it.each([
+    ['10.0.0.1', '10.0.0.1'],
+    ['2001:DB8:0:0::1', '2001:db8::1'],
+    ['10.0.0.256', undefined],
+    ['', undefined],
+    [7, undefined],
+  ])('canonicalIP(%j) = %j', (i, o) => expect(canonicalIP(i)).toBe(o));
+
+  it.each([
+    ['10.244.0.0/16', '10.244.0.0/16'],
+    ['10.244.1.0/24', '10.244.1.0/24'],
+    ['10.244.1.1/24', undefined],
+    ['10.244.1.0/33', undefined],
+    ['fd00::/64', 'fd00::/64'],
+    ['10.244.1.0', undefined],
+    ['10.244.1.0/-1', undefined],
+  ])('canonicalCIDR(%j) = %j', (i, o) => expect(canonicalCIDR(i)).toBe(o));
+
+  it('brackets IPv6 in host:port', () => {
+    expect(hostPort('192.0.2.1', 7946)).toBe('192.0.2.1:7946');
+    expect(hostPort('2001:db8::1', 7946)).toBe('[2001:db8::1]:7946');
+  });
+});
+
+describe('backoffDelay', () => {
+  it('doubles from the initial delay up to the cap, with jitter in [cap/2, cap]', () => {
+    const p = { initialMs: 500, maxMs: 30_000 };
+    expect([0, 1, 2, 3, 10].map((a) => backoffDelay(p, a, () => 0.999999))).toEqual([500, 1000, 2000, 4000, 30_000]);
+    expect(backoffDelay(p, 0, () => 0)).toBe(250);
+    fc.assert(
+      fc.property(fc.nat(1000), fc.double({ min: 0, max: 1, noNaN: true }), (attempt, r) => {
+        const d = backoffDelay(p, attempt, () => r);
+        const cap = Math.min(p.maxMs, p.initialMs * 2 ** Math.min(attempt, 30));
+        return d >= Math.floor(cap / 2) && d <= cap;
+      }),
+    );
+  });
+});
+
+describe('podsToRemove', () => {
+  const kpod = (name: string, uid: string, phase = 'Running', deleted = false): KubePod => ({ name, namespace: 'default', uid, ips: [], phase, deleted });
+  const cpod = (name: string, uid?: string, addedAt = 0): CniPod => ({ namespace: 'default', name, addedAt, ...(uid ? { uid } : {}) });
+  const view = (pods: KubePod[], connected = true, synced = true): KubePodView => ({ connected, synced, pods });
+  const NOW = 1_000_000;
+
+  it.each([
+    ['present and running: keep', [cpod('a', 'u1')], [kpod('a', 'u1')], []],
+    ['gone without CNI DEL: remove', [cpod('a', 'u1')], [], [['a', 'not-found']]],
+    ['recreated with a new uid: remove the old record', [cpod('a', 'u1')], [kpod('a', 'u2')], [['a', 'uid-mismatch']]],
+    ['no uid in the CNI record: name match is enough', [cpod('a')], [kpod('a', 'u2')], []],
+    ['completed: remove', [cpod('a', 'u1')], [kpod('a', 'u1', 'Succeeded')], [['a', 'terminal']]],
+    ['failed: remove', [cpod('a', 'u1')], [kpod('a', 'u1', 'Failed')], [['a', 'terminal']]],
+    ['terminating: keep during its grace period', [cpod('a', 'u1')], [kpod('a', 'u1', 'Running', true)], []],
+    ['young CNI record: keep (informer may lag)', [cpod('a', 'u1', NOW - 1000)], [], []],
+  ] as const)('%s', (_name, cni, pods, want) => {
+    const got = podsToRemove(cni, view([...pods]), NOW).map((r) => [r.pod.name, r.reason]);
+    expect(got).toEqual(want);
+  });
+
+  it('decides nothing from a stale or unsynced view, whatever the input', () => {
+    const arbPod = fc.record({ namespace: fc.constantFrom('a', 'b'), name: fc.constantFrom('x', 'y', 'z'), addedAt: fc.nat(NOW) });
+    fc.assert(
+      fc.property(fc.array(arbPod), fc.boolean(), (cni, connected) => {
+        expect(podsToRemove(cni, view([], connected, false), NOW)).toEqual([]);
+        expect(podsToRemove(cni, view([], false, true), NOW)).toEqual([]);
+      }),
+    );
+  });
+
+  it('only ever removes CNI pods that are absent, another incarnation or finished, and old enough', () => {
+    const arbK = fc.record({
+      name: fc.constantFrom('x', 'y', 'z'),
+      namespace: fc.constant('default'),
+      uid: fc.constantFrom('u1', 'u2'),
+      ips: fc.constant([] as string[]),
+      phase: fc.constantFrom('Pending', 'Running', 'Succeeded', 'Failed', 'Unknown'),
+      deleted: fc.boolean(),
+    });
+    const arbC = fc.record({ namespace: fc.constant('default'), name: fc.constantFrom('x', 'y', 'z', 'w'), uid: fc.constantFrom('u1', 'u2'), addedAt: fc.nat(NOW) });
+    fc.assert(
+      fc.property(fc.array(arbC, { maxLength: 6 }), fc.uniqueArray(arbK, { selector: (p) => p.name }), (cni, pods) => {
+        const out = podsToRemove(cni, view(pods), NOW, 30_000);
+        for (const { pod, reason } of out) {
+          expect(NOW - pod.addedAt).toBeGreaterThanOrEqual(30_000);
+          const k = pods.find((p) => p.name === pod.name);
+          if (reason === 'not-found') expect(k).toBeUndefined();
+          if (reason === 'uid-mismatch') expect(k?.uid).not.toBe(pod.uid);
+          if (reason === 'terminal') expect(['Succeeded', 'Failed']).toContain(k?.phase);
+        }
+        // Every old, absent pod is removed.
+        for (const c of cni) {
+          if (NOW - c.addedAt >= 30_000 && !pods.some((p) => p.name === c.name)) expect(out.map((r) => r.pod)).toContain(c);
+        }
+      }),
+    );
+  });
+});
