@@ -1,0 +1,325 @@
+/**
+ * The datapath reconciler: makes the WireGuard device, its link, addresses and weft's routes match
+ * the latest desired state, by diff (never by replace), one reconcile at a time, with triggers that
+ * arrive meanwhile coalesced into one more pass over the newest state. A periodic resync repeats
+ * the last state to repair drift. Errors are logged and counted and the stage is retried at the
+ * next trigger or resync; nothing is ever thrown out of the loop.
+ */
+import type { Logger } from 'pino';
+import type { DesiredState } from '../model.ts';
+import type { WireGuardBackend } from '../wireguard/backend.ts';
+import { publicKeyFromPrivate } from '../wireguard/keys.ts';
+import { diffAddresses, diffDevice, diffLink, diffRoutes, isEmptyUpdate, updateWrites } from './diff.ts';
+import { WEFT_RT_PROTO, type RtNetlink } from './rtnetlink.ts';
+
+/** A reconcile stage failed; `stage` says which (device, link, addresses, routes, uninstall). */
+export class DatapathError extends Error {
+  override name = 'DatapathError';
+  readonly stage: string;
+  constructor(stage: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.stage = stage;
+  }
+}
+
+/** Interval timers, injected so tests drive the resync by hand. */
+export interface ResyncTimers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
+
+/** Options of {@link DatapathReconciler}. */
+export interface DatapathReconcilerOptions {
+  readonly wg: WireGuardBackend;
+  readonly rt: RtNetlink;
+  readonly logger: Logger;
+  /** Base64 WireGuard private key of this node (the one stored 0600 in the state dir). Never logged. */
+  readonly privateKey: string;
+  /** Resync period in ms; 0 disables the periodic resync. */
+  readonly resyncMs: number;
+  /** Monotonic milliseconds, for durations only. Default `performance.now`. */
+  readonly now?: () => number;
+  readonly timers?: ResyncTimers;
+}
+
+/** Outcome of one reconcile pass. */
+export interface ReconcileResult {
+  readonly ok: boolean;
+  /** Mutating operations issued: one per WireGuard peer touched, one per device-level set, one per link/address/route change. */
+  readonly writes: number;
+  readonly durationMs: number;
+  /** Stage errors of this pass (empty when ok). */
+  readonly errors: readonly DatapathError[];
+  /** True when the reconciler was stopped before this trigger ran. */
+  readonly skipped?: boolean;
+}
+
+/** Counters for status and metrics. */
+export interface DatapathStats {
+  /** Reconcile passes run (each covers every trigger coalesced into it). */
+  readonly reconciles: number;
+  /** Passes with at least one failed stage. */
+  readonly errors: number;
+  /** Writes issued in total (see {@link ReconcileResult.writes}). */
+  readonly writes: number;
+  readonly lastDurationMs: number;
+  /** Message of the last failed stage, if the last pass failed. */
+  readonly lastError?: string;
+  /** Triggers that were folded into a pass already queued. */
+  readonly coalesced: number;
+  /** Routes of other protocols weft replaced to keep the cluster CIDR fail-closed. */
+  readonly foreignRoutesReplaced: number;
+}
+
+const defaultTimers: ResyncTimers = {
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as ReturnType<typeof setInterval>),
+};
+
+/**
+ * Drives the datapath toward the latest {@link DesiredState}. Construct, call `start()` for the
+ * periodic resync, then `apply()` on every new plan. `stop()` leaves everything in place;
+ * `uninstall()` removes what weft owns.
+ */
+export class DatapathReconciler {
+  private readonly wg: WireGuardBackend;
+  private readonly rt: RtNetlink;
+  private readonly log: Logger;
+  private readonly keys: { readonly privateKey: string; readonly publicKey: string };
+  private readonly resyncMs: number;
+  private readonly now: () => number;
+  private readonly timers: ResyncTimers;
+  private desired: DesiredState | undefined;
+  private dirty = false;
+  private loop: Promise<void> | null = null;
+  private waiters: ((r: ReconcileResult) => void)[] = [];
+  private timer: unknown;
+  private stopped = false;
+  private counters = { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0, coalesced: 0, foreignRoutesReplaced: 0 };
+  private lastError: string | undefined;
+
+  constructor(opts: DatapathReconcilerOptions) {
+    this.wg = opts.wg;
+    this.rt = opts.rt;
+    this.log = opts.logger;
+    // Derive (and so validate) the public key up front: a bad key is a startup error, not a loop error.
+    this.keys = Object.freeze({ privateKey: opts.privateKey, publicKey: publicKeyFromPrivate(opts.privateKey) });
+    if (!Number.isInteger(opts.resyncMs) || opts.resyncMs < 0) throw new DatapathError('config', `datapath: resync ${opts.resyncMs} ms is not a non-negative integer`);
+    this.resyncMs = opts.resyncMs;
+    this.now = opts.now ?? (() => performance.now());
+    this.timers = opts.timers ?? defaultTimers;
+  }
+
+  /** This node's WireGuard public key (derived from the private key). */
+  get publicKey(): string {
+    return this.keys.publicKey;
+  }
+
+  /** Starts the periodic resync (idempotent). Does not reconcile until a state has been applied. */
+  start(): void {
+    if (this.timer !== undefined || this.resyncMs === 0 || this.stopped) return;
+    this.timer = this.timers.setInterval(() => void this.resync(), this.resyncMs);
+  }
+
+  /**
+   * Makes `desired` the target and reconciles. Resolves (never rejects) with the result of the pass
+   * that covered this state; while a pass runs, later calls coalesce into one more pass over the
+   * newest state. Must not be called with a state whose `ifname` changes between calls without an
+   * `uninstall` of the old one (the old interface would be left behind).
+   */
+  apply(desired: DesiredState): Promise<ReconcileResult> {
+    this.desired = desired;
+    return this.trigger();
+  }
+
+  /** Reconciles the last applied state again (what the periodic timer calls). Null before the first apply. */
+  resync(): Promise<ReconcileResult> | null {
+    if (!this.desired || this.stopped) return null;
+    return this.trigger();
+  }
+
+  /** Counters for status and metrics. */
+  stats(): DatapathStats {
+    return { ...this.counters, ...(this.lastError !== undefined ? { lastError: this.lastError } : {}) };
+  }
+
+  /** Stops the resync and waits for a running pass; leaves the datapath in place. Idempotent. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) this.timers.clearInterval(this.timer);
+    this.timer = undefined;
+    await this.loop;
+    this.flushWaiters({ ok: false, writes: 0, durationMs: 0, errors: [], skipped: true });
+  }
+
+  /**
+   * Stops, then removes what weft owns: every route carrying weft's protocol in the main table and
+   * the WireGuard interface `ifname` (and, for userspace, the process weft started). Routes of
+   * other protocols, the underlay and the bridge are left alone. Rejects with {@link DatapathError}
+   * listing what could not be removed.
+   */
+  async uninstall(ifname: string): Promise<void> {
+    await this.stop();
+    const errors: unknown[] = [];
+    try {
+      for (const r of await this.rt.listRoutes()) {
+        if (r.protocol !== WEFT_RT_PROTO) continue;
+        try {
+          await this.rt.delRoute(r.dev !== undefined ? { dst: r.dst, dev: r.dev } : { dst: r.dst });
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+    } catch (err) {
+      errors.push(err);
+    }
+    try {
+      await this.wg.deleteDevice(ifname);
+      if (await this.rt.getLink(ifname)) await this.rt.deleteLink(ifname);
+    } catch (err) {
+      errors.push(err);
+    }
+    if (errors.length > 0) {
+      throw new DatapathError('uninstall', `datapath: uninstall ${ifname}: ${errors.length} operation(s) failed: ${msg(errors[0])}`, { cause: errors[0] });
+    }
+    this.log.info({ ifname }, 'datapath uninstalled');
+  }
+
+  private trigger(): Promise<ReconcileResult> {
+    if (this.stopped) return Promise.resolve({ ok: false, writes: 0, durationMs: 0, errors: [], skipped: true });
+    return new Promise((resolve) => {
+      if (this.dirty) this.counters.coalesced++;
+      this.waiters.push(resolve);
+      this.dirty = true;
+      if (!this.loop) this.loop = this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.dirty && !this.stopped) {
+        this.dirty = false;
+        const waiters = this.waiters;
+        this.waiters = [];
+        const r = await this.reconcile(this.desired!);
+        for (const w of waiters) w(r);
+      }
+    } finally {
+      // Runs in the same microtask as the last `dirty` check, so no trigger can slip in between.
+      this.loop = null;
+    }
+  }
+
+  private flushWaiters(r: ReconcileResult): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f(r);
+  }
+
+  /** One pass. Each stage runs even when an earlier one failed: the fail-closed routes matter most. */
+  private async reconcile(desired: DesiredState): Promise<ReconcileResult> {
+    const t0 = this.now();
+    const errors: DatapathError[] = [];
+    let writes = 0;
+    const ifname = desired.ifname;
+    const stage = async (name: string, fn: () => Promise<number>) => {
+      try {
+        writes += await fn();
+      } catch (err) {
+        const e = err instanceof DatapathError ? err : new DatapathError(name, `datapath: ${name} ${ifname}: ${msg(err)}`, { cause: err });
+        errors.push(e);
+        this.log.warn({ err: e, stage: name, ifname }, 'datapath stage failed; retrying at the next resync');
+      }
+    };
+
+    await stage('device', async () => {
+      let w = 0;
+      let dev = await this.wg.getDevice(ifname);
+      if (!dev) {
+        await this.wg.ensureDevice(ifname);
+        w++;
+        dev = await this.wg.getDevice(ifname);
+        if (!dev) throw new DatapathError('device', `datapath: device ${ifname}: missing right after it was created`);
+        this.log.info({ ifname, backend: this.wg.kind }, 'created WireGuard interface');
+      }
+      const update = diffDevice(desired, dev, this.keys);
+      if (!isEmptyUpdate(update)) {
+        await this.wg.setDevice(ifname, update);
+        w += updateWrites(update);
+        this.log.debug(
+          { ifname, peers: update.peers?.length ?? 0, removed: update.peers?.filter((p) => p.remove).length ?? 0, key: update.privateKey !== undefined, port: update.listenPort },
+          'patched WireGuard device',
+        );
+      }
+      return w;
+    });
+
+    let linkOk = false;
+    await stage('link', async () => {
+      const link = await this.rt.getLink(ifname);
+      if (!link) throw new DatapathError('link', `datapath: link ${ifname}: not found`);
+      linkOk = true;
+      const change = diffLink(desired, link);
+      if (change.mtu === undefined && change.up === undefined) return 0;
+      await this.rt.setLink(ifname, change);
+      return 1;
+    });
+    if (!linkOk) return this.finish(t0, writes, errors);
+
+    await stage('addresses', async () => {
+      const { add, del } = diffAddresses(desired.addresses, await this.rt.listAddresses(ifname));
+      for (const a of add) await this.rt.addAddress(ifname, a);
+      for (const a of del) await this.rt.delAddress(ifname, a);
+      return add.length + del.length;
+    });
+
+    await stage('routes', async () => {
+      const d = diffRoutes(desired.routes, await this.rt.listRoutes());
+      let w = 0;
+      for (const f of d.replaceForeign) {
+        this.counters.foreignRoutesReplaced++;
+        this.log.warn({ dst: f.dst, protocol: f.protocol, dev: f.dev, gateway: f.gateway }, 'replacing a route of another owner: the cluster CIDR must go into WireGuard');
+      }
+      for (const r of d.add) {
+        try {
+          await this.rt.addRoute(r);
+        } catch (err) {
+          // Someone added the destination between our list and our add: take it over (fail-closed).
+          if ((err as { code?: string }).code !== 'EEXIST') throw err;
+          await this.rt.replaceRoute(r);
+        }
+        w++;
+      }
+      for (const r of d.replace) {
+        await this.rt.replaceRoute(r);
+        w++;
+      }
+      for (const r of d.del) {
+        await this.rt.delRoute(r);
+        w++;
+      }
+      return w;
+    });
+
+    return this.finish(t0, writes, errors);
+  }
+
+  private finish(t0: number, writes: number, errors: DatapathError[]): ReconcileResult {
+    const durationMs = this.now() - t0;
+    this.counters.reconciles++;
+    this.counters.writes += writes;
+    this.counters.lastDurationMs = durationMs;
+    if (errors.length > 0) {
+      this.counters.errors++;
+      this.lastError = errors[0]!.message;
+    } else {
+      this.lastError = undefined;
+      if (writes > 0) this.log.info({ writes, durationMs: Math.round(durationMs * 10) / 10 }, 'datapath reconciled');
+    }
+    return { ok: errors.length === 0, writes, durationMs, errors };
+  }
+}
+
+function msg(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

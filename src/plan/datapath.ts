@@ -1,0 +1,130 @@
+/**
+ * The pure datapath planner: this node plus validated remote nodes -> the WireGuard device, its
+ * addresses and the routes the kernel should have. Fail-closed by construction: the only routes it
+ * ever emits send the configured cluster CIDRs into the WireGuard interface, so a pod whose node
+ * is unknown is unreachable (WireGuard has no peer for it) rather than reached in clear. No I/O, no
+ * clock; the output is deterministic (sorted) for the same input in any order.
+ */
+import type { DesiredPeer, DesiredRoute, DesiredState, NodeInfo, RemoteNode } from '../model.ts';
+import { canonicalCIDR, compareCIDR, familyOf, formatEndpoint, hostCIDR, parseEndpoint, tryParseIP, type Family } from './cidr.ts';
+
+/** WireGuard's per-packet overhead over an IPv4 underlay (20 IP + 8 UDP + 32 WireGuard). */
+export const WG_OVERHEAD_V4 = 60;
+/** WireGuard's per-packet overhead over an IPv6 underlay (40 IP + 8 UDP + 32 WireGuard). */
+export const WG_OVERHEAD_V6 = 80;
+/** Smallest MTU the planner will emit (IPv4 minimum reassembly size). */
+export const MIN_MTU = 576;
+/** Smallest MTU that still carries IPv6 (RFC 8200); required when a cluster CIDR is IPv6. */
+export const MIN_MTU_V6 = 1280;
+
+/** Planner inputs that come from configuration and from the local host (read by the caller). */
+export interface DatapathConfig {
+  /** WireGuard interface name (`--ifname`). */
+  readonly ifname: string;
+  /** WireGuard listen port (`--wg-port`). */
+  readonly listenPort: number;
+  /** Canonical cluster CIDRs, at most one per family; each is routed into `ifname`. */
+  readonly clusterCIDRs: readonly string[];
+  /** A fixed MTU, or 'auto' to derive it from the underlay. */
+  readonly mtu: number | 'auto';
+  /** MTU of the underlay interface the WireGuard packets leave by (needed for 'auto'). */
+  readonly underlayMTU: number;
+  /**
+   * Underlay families this node can reach peers over, preferred first (the family of the local
+   * underlay address first). Endpoints of other families are never chosen.
+   */
+  readonly underlayFamilies: readonly Family[];
+}
+
+/** The planner was called with an impossible configuration (a caller bug, not network input). */
+export class PlanError extends Error {
+  override name = 'PlanError';
+}
+
+/** The MTU to apply: the override, or the underlay MTU minus WireGuard's overhead for the preferred underlay family. */
+export function planMTU(config: Pick<DatapathConfig, 'mtu' | 'underlayMTU' | 'underlayFamilies' | 'clusterCIDRs'>): number {
+  let mtu: number;
+  if (config.mtu === 'auto') {
+    if (!Number.isInteger(config.underlayMTU) || config.underlayMTU < MIN_MTU || config.underlayMTU > 65535) {
+      throw new PlanError(`plan: underlay MTU ${config.underlayMTU} is not an integer in ${MIN_MTU}..65535`);
+    }
+    const family = config.underlayFamilies[0] ?? 4;
+    mtu = config.underlayMTU - (family === 6 ? WG_OVERHEAD_V6 : WG_OVERHEAD_V4);
+  } else {
+    mtu = config.mtu;
+  }
+  if (!Number.isInteger(mtu) || mtu < MIN_MTU || mtu > 65535) throw new PlanError(`plan: MTU ${mtu} is not an integer in ${MIN_MTU}..65535`);
+  if (mtu < MIN_MTU_V6 && config.clusterCIDRs.some((c) => familyOf(c) === 6)) {
+    throw new PlanError(`plan: MTU ${mtu} is below ${MIN_MTU_V6}, which an IPv6 cluster CIDR needs`);
+  }
+  return mtu;
+}
+
+/** The first endpoint of the most preferred reachable family, canonical; undefined when there is none. */
+export function chooseEndpoint(endpoints: readonly string[], families: readonly Family[]): string | undefined {
+  const parsed = endpoints.map((e) => parseEndpoint(e));
+  for (const fam of families) {
+    const hit = parsed.find((e) => e !== null && e.family === fam);
+    if (hit) return formatEndpoint(hit);
+  }
+  return undefined;
+}
+
+const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * Plans the datapath. One peer per `alive`/`suspect` remote (self and dead/left members skipped;
+ * a public key seen twice keeps the first by name), allowed IPs = its pod CIDRs plus its mesh IP
+ * host route, keepalive only where the remote asks for it. Addresses: this node's mesh IP as a host
+ * address. Routes: every cluster CIDR via `ifname`, nothing else. Throws {@link PlanError} only
+ * for a bad `self` or `config`.
+ */
+export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], config: DatapathConfig): DesiredState {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(config.ifname)) throw new PlanError(`plan: bad interface name ${JSON.stringify(config.ifname)}`);
+  if (!Number.isInteger(config.listenPort) || config.listenPort < 1 || config.listenPort > 65535) {
+    throw new PlanError(`plan: bad listen port ${config.listenPort}`);
+  }
+  const clusterCIDRs = config.clusterCIDRs.map((c) => {
+    const k = canonicalCIDR(c);
+    if (!k) throw new PlanError(`plan: bad cluster CIDR ${JSON.stringify(c)}`);
+    return k;
+  });
+  if (clusterCIDRs.length === 0) throw new PlanError('plan: no cluster CIDR: refusing to plan a datapath that is not fail-closed');
+  const selfHost = hostCIDR(self.meshIP);
+  if (!selfHost) throw new PlanError(`plan: bad mesh IP ${JSON.stringify(self.meshIP)}`);
+  const mtu = planMTU({ ...config, clusterCIDRs });
+
+  const peers: DesiredPeer[] = [];
+  const keys = new Set<string>();
+  for (const r of [...remotes].sort((a, b) => byName(a.info, b.info))) {
+    if (r.state !== 'alive' && r.state !== 'suspect') continue;
+    if (r.info.name === self.name || r.info.wgPublicKey === self.wgPublicKey || keys.has(r.info.wgPublicKey)) continue;
+    keys.add(r.info.wgPublicKey);
+    const allowed = new Set<string>();
+    for (const c of r.info.podCIDRs) {
+      const k = canonicalCIDR(c);
+      if (k) allowed.add(k);
+    }
+    const host = hostCIDR(r.info.meshIP);
+    if (host && tryParseIP(r.info.meshIP)) allowed.add(host);
+    const endpoint = chooseEndpoint(r.info.endpoints, config.underlayFamilies);
+    const peer: DesiredPeer = {
+      name: r.info.name,
+      publicKey: r.info.wgPublicKey,
+      allowedIPs: [...allowed].sort(compareCIDR),
+      persistentKeepalive: Number.isInteger(r.info.keepalive) && r.info.keepalive > 0 && r.info.keepalive <= 65535 ? r.info.keepalive : 0,
+      ...(endpoint ? { endpoint } : {}),
+    };
+    peers.push(peer);
+  }
+
+  const routes: DesiredRoute[] = clusterCIDRs.sort(compareCIDR).map((dst) => ({ dst, dev: config.ifname }));
+  return {
+    ifname: config.ifname,
+    listenPort: config.listenPort,
+    mtu,
+    addresses: [selfHost],
+    peers,
+    routes,
+  };
+}
