@@ -231,11 +231,9 @@ export class Agent {
         metrics?.reconcileErrors.inc({ stage: 'dns' });
         this.#log.child({ component: 'dns' }).error({ err }, 'dns table update failed');
       }
-      const before = this.#d.datapath.stats().errors;
       try {
-        await this.#d.datapath.apply(result.desired);
-        const failed = this.#d.datapath.stats().errors > before;
-        if (failed) throw new Error('datapath reconcile reported an error');
+        const out = await this.#d.datapath.apply(result.desired);
+        if (out && out.ok === false) throw new Error(`datapath reconcile failed: ${this.#d.datapath.stats().lastError ?? 'see datapath log'}`);
         if (!this.#ready) this.#dpLog.info({ peers: result.desired.peers.length, routes: result.desired.routes.length }, 'datapath applied');
         this.#ready = true;
         health?.setReady('datapath', true, 'applied');
@@ -318,7 +316,7 @@ export class Agent {
     this.#claim = claim;
     if (this.#d.onBlockChanged && (!previous || !sameSet(previous.podCIDRs, claim.podCIDRs))) await this.#d.onBlockChanged(claim, previous);
     const families = [...new Set(claim.podCIDRs.map((c) => (c.includes(':') ? 6 : 4) as 4 | 6))];
-    for (const c of claim.podCIDRs) await hostNet.ensureBridge(gatewayOf(c).cidr);
+    await hostNet.ensureBridge(claim.podCIDRs.map((c) => gatewayOf(c).cidr));
     await hostNet.enableForwarding(families);
     this.#self = buildNodeInfo({
       name: config.name,

@@ -31,6 +31,7 @@ export interface DatapathStats {
   readonly errors: number;
   readonly writes: number;
   readonly lastDurationMs: number;
+  readonly lastError?: string;
 }
 
 /**
@@ -39,7 +40,8 @@ export interface DatapathStats {
  * it rejects or counts an error when applying failed (the agent treats both the same).
  */
 export interface DatapathPort {
-  apply(desired: DesiredState): Promise<void>;
+  /** Resolves `{ ok: false }` (or rejects) when a stage failed; the agent retries at the next trigger. */
+  apply(desired: DesiredState): Promise<{ readonly ok: boolean } | void>;
   stats(): DatapathStats;
   /** Stops timers; leaves the datapath in place. */
   stop(): Promise<void>;
@@ -68,8 +70,8 @@ export interface DnsPort {
 
 /** Node-level network setup the CNI side owns (the bridge with the gateway address) plus forwarding. */
 export interface HostNetPort {
-  /** Creates/adopts bridge `weftbr0` carrying `gatewayCIDR` (e.g. 10.244.3.1/24); idempotent. */
-  ensureBridge(gatewayCIDR: string): Promise<void>;
+  /** Creates/adopts bridge `weftbr0` carrying the gateway addresses (e.g. 10.244.3.1/24); idempotent. */
+  ensureBridge(gatewayCIDRs: readonly string[]): Promise<void>;
   /** Enables IPv4 (and IPv6 when dual stack) forwarding in this network namespace; idempotent. */
   enableForwarding(families: readonly (4 | 6)[]): Promise<void>;
   /** Removes the bridge (uninstall). */

@@ -1,0 +1,74 @@
+/**
+ * Facts about the local underlay read once at startup: which address to listen on and advertise,
+ * the interface carrying it and its MTU; and the IP forwarding switch of this network namespace.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
+
+/** The underlay cannot be worked out (no usable address, address not local). */
+export class UnderlayError extends Error {
+  override name = 'UnderlayError';
+}
+
+/** The local underlay as the agent uses it. */
+export interface Underlay {
+  readonly addr: string;
+  readonly family: 4 | 6;
+  readonly ifname: string;
+  readonly mtu: number;
+}
+
+/** Interfaces weft itself creates; never chosen as the underlay. */
+const OWN_LINKS = /^(weft|weftbr|veth)/;
+
+/**
+ * Picks the underlay: the interface holding `listenAddr`, or the first non-internal, non-link-local
+ * IPv4 address (then IPv6) on an interface weft did not create. Pure over its inputs.
+ */
+export function pickUnderlay(
+  listenAddr: string | undefined,
+  ifaces: NodeJS.Dict<NetworkInterfaceInfo[]>,
+  exclude: readonly string[] = [],
+): { addr: string; family: 4 | 6; ifname: string } {
+  const all: { ifname: string; info: NetworkInterfaceInfo }[] = [];
+  for (const [ifname, infos] of Object.entries(ifaces)) for (const info of infos ?? []) all.push({ ifname, info });
+  if (listenAddr !== undefined) {
+    const hit = all.find((a) => a.info.address === listenAddr || (isIP(listenAddr) === 6 && a.info.address.toLowerCase() === listenAddr.toLowerCase()));
+    if (!hit) throw new UnderlayError(`agent: --listen-addr ${listenAddr} is not an address of this host (network namespace)`);
+    return { addr: listenAddr, family: hit.info.family === 'IPv6' ? 6 : 4, ifname: hit.ifname };
+  }
+  const usable = all.filter(
+    (a) => !a.info.internal && !OWN_LINKS.test(a.ifname) && !exclude.includes(a.ifname) && !(a.info.family === 'IPv6' && a.info.address.toLowerCase().startsWith('fe80')),
+  );
+  const pick = usable.find((a) => a.info.family === 'IPv4') ?? usable.find((a) => a.info.family === 'IPv6');
+  if (!pick) throw new UnderlayError('agent: no usable underlay address found; give --listen-addr');
+  return { addr: pick.info.address, family: pick.info.family === 'IPv6' ? 6 : 4, ifname: pick.ifname };
+}
+
+/** Reads the underlay of this host (network namespace), including the interface MTU from sysfs. */
+export async function detectUnderlay(listenAddr: string | undefined, exclude: readonly string[] = []): Promise<Underlay> {
+  const u = pickUnderlay(listenAddr, networkInterfaces(), exclude);
+  let mtu = 1500;
+  try {
+    const n = Number((await readFile(`/sys/class/net/${u.ifname}/mtu`, 'utf8')).trim());
+    if (Number.isInteger(n) && n >= 576 && n <= 65_535) mtu = n;
+  } catch {
+    // sysfs not mounted for this namespace: assume Ethernet
+  }
+  return { ...u, mtu };
+}
+
+/** Formats the WireGuard endpoint this node publishes. */
+export function endpointOf(addr: string, port: number): string {
+  return isIP(addr) === 6 ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/** Turns on IP forwarding for the given families in this network namespace (idempotent). */
+export async function enableForwarding(families: readonly (4 | 6)[], procRoot = '/proc/sys/net'): Promise<void> {
+  for (const f of families) {
+    const path = f === 4 ? `${procRoot}/ipv4/ip_forward` : `${procRoot}/ipv6/conf/all/forwarding`;
+    const cur = (await readFile(path, 'utf8').catch(() => '')).trim();
+    if (cur !== '1') await writeFile(path, '1\n');
+  }
+}
