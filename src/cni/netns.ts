@@ -62,6 +62,11 @@ export interface IprouteOptions {
   readonly nsenter?: string;
   /** Per-command timeout, ms (default 10 s). */
   readonly timeoutMs?: number;
+  /**
+   * Path of the node's network namespace when it is not the caller's own (tests and the bench run
+   * the handler for a simulated node from the host); host-side commands then run through nsenter.
+   */
+  readonly hostNetns?: string;
 }
 
 const NOT_FOUND = /Cannot find device|does not exist|No such file or directory|Cannot open network namespace/;
@@ -97,7 +102,10 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
       child.stdin.end(input ?? '');
     });
 
-  const batchHost = (lines: string[]) => run(ip, ['-batch', '-'], `${lines.join('\n')}\n`);
+  // Host-side `ip`: directly, or through nsenter when the node namespace is not ours.
+  const host = (args: readonly string[], input?: string) =>
+    opts.hostNetns ? run(nsenter, [`--net=${safe(opts.hostNetns, 'host netns')}`, '--', ip, ...args], input) : run(ip, args, input);
+  const batchHost = (lines: string[]) => host(['-batch', '-'], `${lines.join('\n')}\n`);
   const batchPod = (netns: string, lines: string[], json = false) =>
     run(nsenter, [`--net=${netns}`, '--', ip, ...(json ? ['-j'] : []), '-batch', '-'], `${lines.join('\n')}\n`);
 
@@ -106,7 +114,7 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
       safe(bridge, 'bridge');
       let present: { addr_info?: { local: string; prefixlen: number }[] }[] | undefined;
       try {
-        present = JSON.parse(await run(ip, ['-j', 'addr', 'show', 'dev', bridge]));
+        present = JSON.parse(await host(['-j', 'addr', 'show', 'dev', bridge]));
       } catch (err) {
         if (!(err instanceof NetnsError && err.notFound)) throw err;
       }
@@ -120,7 +128,7 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
 
     async removeBridge(bridge) {
       try {
-        await run(ip, ['link', 'del', safe(bridge, 'bridge')]);
+        await host(['link', 'del', safe(bridge, 'bridge')]);
       } catch (err) {
         if (!(err instanceof NetnsError && err.notFound)) throw err;
       }
@@ -137,7 +145,7 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
         `link set ${s.hostIfname} master ${s.bridge} up`,
       ]).catch(async (err: unknown) => {
         // The first line may have succeeded before the second failed (e.g. no bridge): undo it.
-        await run(ip, ['link', 'del', s.hostIfname]).catch(() => {});
+        await host(['link', 'del', s.hostIfname]).catch(() => {});
         throw err;
       });
       const lines = ['link set lo up'];
@@ -147,14 +155,14 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
       try {
         await batchPod(s.netns, lines);
       } catch (err) {
-        await run(ip, ['link', 'del', s.hostIfname]).catch(() => {});
+        await host(['link', 'del', s.hostIfname]).catch(() => {});
         throw err;
       }
     },
 
     async delPod(hostIfname) {
       try {
-        await run(ip, ['link', 'del', safe(hostIfname, 'host ifname')]);
+        await host(['link', 'del', safe(hostIfname, 'host ifname')]);
       } catch (err) {
         if (!(err instanceof NetnsError && err.notFound)) throw err;
       }
