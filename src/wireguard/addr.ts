@@ -184,6 +184,7 @@ export function normalizeUpdate(name: string, update: WgDeviceUpdate): WgDeviceU
     if (!isUint(update.fwmark, 0xffffffff)) bad(`fwmark ${String(update.fwmark)} is not a 32-bit unsigned integer`);
     out.fwmark = update.fwmark;
   }
+  if (update.replacePeers) out.replacePeers = true;
   if (update.peers !== undefined) {
     if (!Array.isArray(update.peers)) bad('peers must be an array');
     if (update.peers.length > MAX_PEERS_PER_UPDATE) bad(`${update.peers.length} peers in one update (max ${MAX_PEERS_PER_UPDATE})`);
@@ -229,6 +230,7 @@ export function normalizeUpdate(name: string, update: WgDeviceUpdate): WgDeviceU
         q.replaceAllowedIPs = true;
         if (q.allowedIPs === undefined) q.allowedIPs = [];
       }
+      if (p.updateOnly) q.updateOnly = true;
       return q;
     });
   }

@@ -40,6 +40,11 @@ export interface WgPeerUpdate {
   /** With `replaceAllowedIPs`, the exact list; otherwise these are added. Undefined leaves them. */
   readonly allowedIPs?: readonly string[];
   readonly replaceAllowedIPs?: boolean;
+  /**
+   * Only change the peer if it already exists; never create it (WGPEER_F_UPDATE_ONLY, UAPI
+   * `update_only=true`). Ignored with `remove`.
+   */
+  readonly updateOnly?: boolean;
 }
 
 /** A change to a device: only the fields given are touched; peers not named are left alone. */
@@ -48,6 +53,12 @@ export interface WgDeviceUpdate {
   readonly listenPort?: number;
   readonly fwmark?: number;
   readonly peers?: readonly WgPeerUpdate[];
+  /**
+   * Remove every existing peer before applying `peers` (WGDEVICE_F_REPLACE_PEERS, UAPI
+   * `replace_peers=true`). Kept peers are re-created and lose their sessions, so a reconciler
+   * diffs per peer instead; this is for tools and tests. Sent with the first request only.
+   */
+  readonly replacePeers?: boolean;
 }
 
 /** Which implementation is in use, reported in logs, status and benchmarks. */

@@ -113,6 +113,14 @@ export class FakeWireGuardBackend implements WireGuardBackend {
       if (u.fwmark !== undefined) d.fwmark = u.fwmark;
       this.counters.deviceWrites++;
     }
+    if (u.replacePeers) {
+      const keep = new Set((u.peers ?? []).filter((p) => !p.remove).map((p) => p.publicKey));
+      for (const k of [...d.peers.keys()]) {
+        if (keep.has(k)) continue;
+        d.peers.delete(k);
+        this.counters.peerWrites.set(k, (this.counters.peerWrites.get(k) ?? 0) + 1);
+      }
+    }
     let applied = 0;
     for (const p of u.peers ?? []) {
       if (fail && applied >= (fail.afterPeers ?? 0)) throw injected('set', name, fail);
@@ -123,6 +131,7 @@ export class FakeWireGuardBackend implements WireGuardBackend {
         continue;
       }
       let peer = d.peers.get(p.publicKey);
+      if (!peer && p.updateOnly) continue;
       if (!peer) {
         peer = { publicKey: p.publicKey, allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
         d.peers.set(p.publicKey, peer);

@@ -27,12 +27,14 @@ export function encodeSet(update: WgDeviceUpdate): string {
   if (update.privateKey !== undefined) lines.push(`private_key=${base64ToHex(update.privateKey, 'private key')}`);
   if (update.listenPort !== undefined) lines.push(`listen_port=${update.listenPort}`);
   if (update.fwmark !== undefined) lines.push(`fwmark=${update.fwmark}`);
+  if (update.replacePeers) lines.push('replace_peers=true');
   for (const p of update.peers ?? []) {
     lines.push(`public_key=${base64ToHex(p.publicKey, 'public key')}`);
     if (p.remove) {
       lines.push('remove=true');
       continue;
     }
+    if (p.updateOnly) lines.push('update_only=true');
     if (p.endpoint !== undefined) lines.push(`endpoint=${p.endpoint}`);
     if (p.persistentKeepalive !== undefined) lines.push(`persistent_keepalive_interval=${p.persistentKeepalive}`);
     if (p.replaceAllowedIPs) lines.push('replace_allowed_ips=true');

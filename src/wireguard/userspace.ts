@@ -158,6 +158,7 @@ export class UserspaceWireGuardBackend implements WireGuardBackend {
       ...(u.privateKey !== undefined ? { privateKey: u.privateKey } : {}),
       ...(u.listenPort !== undefined ? { listenPort: u.listenPort } : {}),
       ...(u.fwmark !== undefined ? { fwmark: u.fwmark } : {}),
+      ...(u.replacePeers ? { replacePeers: true } : {}),
     };
     for (let i = 0; i < peers.length || i === 0; i += this.maxPeersPerSet) {
       const slice = peers.slice(i, i + this.maxPeersPerSet);

@@ -166,6 +166,22 @@ export function describeCompliance(label: string, setup: () => Promise<Complianc
       expect(p.endpoint).toBe('[2001:db8::1]:3000');
     });
 
+    it('replacePeers keeps only the peers named; updateOnly never creates a peer', async () => {
+      const dev = await fresh();
+      const [a, b, c] = [key(), key(), key()];
+      await wg.setDevice(dev, { peers: [{ publicKey: a }, { publicKey: b }] });
+      await wg.setDevice(dev, { replacePeers: true, peers: [{ publicKey: b, allowedIPs: ['10.7.0.0/24'] }, { publicKey: c }] });
+      const d = await wg.getDevice(dev);
+      expect(d!.peers.map((p) => p.publicKey).sort()).toEqual([b, c].sort());
+      expect(peer(d, b).allowedIPs).toEqual(['10.7.0.0/24']);
+      await wg.setDevice(dev, { peers: [{ publicKey: a, updateOnly: true, endpoint: '192.0.2.1:1' }, { publicKey: c, updateOnly: true, endpoint: '192.0.2.2:2' }] });
+      const d2 = await wg.getDevice(dev);
+      expect(d2!.peers.map((p) => p.publicKey).sort()).toEqual([b, c].sort());
+      expect(peer(d2, c).endpoint).toBe('192.0.2.2:2');
+      await wg.setDevice(dev, { replacePeers: true });
+      expect((await wg.getDevice(dev))!.peers).toEqual([]);
+    });
+
     it('rejects malformed updates with WgInputError and applies nothing', async () => {
       const dev = await fresh();
       const a = key();
