@@ -1,0 +1,516 @@
+/**
+ * The lab: N simulated nodes on one underlay bridge, each a network namespace plus a mount
+ * namespace running a real `weft agent`, and M pods per node, each a network namespace wired by the
+ * real CNI plugin called exactly as a container runtime calls it. Built on {@link LabHost}, which
+ * records every object so `down` removes exactly what the lab created.
+ *
+ * Topology of lab `P` (all inside namespaces the lab creates; no host interface is touched):
+ *
+ *   netns P-ul: bridge br0  <-veth->  netns P-n<i>: eth0 198.18.x.(10+i)/24  (agent, weft0, weftbr0)
+ *                                          weftbr0 <-veth-> netns P-n<i>-p<j>: eth0 (from the CNI plugin)
+ */
+import { randomBytes, createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ApiClient } from '../api/client.ts';
+import type { AgentStatus } from '../agent/agent.ts';
+import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
+import { classifyCapture, parsePcap, type CaptureSummary } from './pcap.ts';
+
+/** The repository root (two levels above this file). */
+export const REPO_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Ports and ranges every lab uses (inside its own namespaces, so labs never collide). */
+export const LAB_DEFAULTS = Object.freeze({ meshPort: 7946, wgPort: 51820, clusterCIDR: '10.244.0.0/16', podNamespace: 'default', cniIfname: 'eth0' });
+
+/** A failure of a lab operation (agent did not become ready, CNI ADD failed...), with context. */
+export class LabError extends Error {
+  override name = 'LabError';
+}
+
+/** A node as the lab reports it. */
+export interface LabNode {
+  readonly name: string;
+  readonly netns: string;
+  readonly index: number;
+  readonly underlayIP: string;
+  /** Empty until the agent has a block. */
+  readonly podCIDR: string;
+  readonly meshIP: string;
+  /** The agent's argv (without the nsenter wrapper), so it can be restarted identically. */
+  readonly agentArgv: readonly string[];
+}
+
+/** A pod as the lab reports it. */
+export interface LabPod {
+  /** Network namespace name, `<prefix>-n<i>-p<j>`. */
+  readonly netns: string;
+  readonly node: string;
+  readonly podName: string;
+  readonly podNamespace: string;
+  readonly ip: string;
+  readonly containerId: string;
+}
+
+/** What the lab keeps in its state file's metadata. */
+export interface LabMeta {
+  readonly version: 1;
+  readonly subnet: string;
+  readonly backend: 'auto' | 'kernel' | 'userspace';
+  readonly clusterCIDR: string;
+  readonly meshPort: number;
+  readonly wgPort: number;
+  readonly cniBinDir: string;
+  readonly fixedPodCIDRs: boolean;
+  readonly nodes: LabNode[];
+  readonly pods: LabPod[];
+}
+
+/** Options of {@link Lab}. */
+export interface LabOptions {
+  readonly prefix: string;
+  readonly root?: string;
+  readonly runner?: Runner;
+  /** Node 24 binary used for agents, the CNI launcher and probes; default: the running one. */
+  readonly nodeBin?: string;
+  readonly repoDir?: string;
+  /** The agents' `--log-level`; default info. */
+  readonly agentLogLevel?: string;
+  /** The agents' `--resync`; default 10s. */
+  readonly resync?: string;
+  readonly warn?: (msg: string) => void;
+  /** Progress lines (to stderr in the CLI). */
+  readonly progress?: (msg: string) => void;
+}
+
+/** Options of {@link Lab.up}. */
+export interface UpOptions {
+  readonly nodes: number;
+  readonly podsPerNode: number;
+  readonly backend?: 'auto' | 'kernel' | 'userspace';
+  /** Give node i the fixed block 10.244.i.0/24 (default), or let the agents claim blocks through the mesh. */
+  readonly fixedPodCIDRs?: boolean;
+  /** How long to wait for each agent to become ready; default 60 s. */
+  readonly readyTimeoutMs?: number;
+}
+
+/** The lab's view for `status`. */
+export interface LabStatus {
+  readonly prefix: string;
+  readonly subnet: string;
+  readonly nodes: Array<LabNode & { agentPid: number | undefined; ready: boolean; peers: number; handshakes: number; error?: string }>;
+  readonly pods: LabPod[];
+}
+
+/** A distinct /24 inside 198.18.0.0/15 per prefix, so several labs have distinguishable underlays. */
+export function underlaySubnet(prefix: string): string {
+  const h = createHash('sha256').update(prefix).digest();
+  const n = ((h[0]! << 8) | h[1]!) % 512;
+  return `198.${18 + (n >> 8)}.${n & 255}.0/24`;
+}
+
+/** The underlay address of node `index` (1-based) in `subnet`. */
+export function underlayIP(subnet: string, index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > 200) throw new LabError(`lab: node index ${index} is outside 1-200`);
+  const base = subnet.split('/')[0]!.split('.');
+  return `${base[0]}.${base[1]}.${base[2]}.${10 + index}`;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Runs `fn` until it returns a value other than undefined, or throws the last error after `timeoutMs`. */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, intervalMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new LabError(`lab: timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`, { cause: last });
+    }
+    await sleep(intervalMs);
+  }
+}
+
+/** One lab, by prefix. Create with `new Lab(...)`, then `up()` a new one or `open()` a running one. */
+export class Lab {
+  readonly host: LabHost;
+  readonly prefix: string;
+  readonly nodeBin: string;
+  readonly repoDir: string;
+  readonly #opts: LabOptions;
+  readonly #progress: (msg: string) => void;
+
+  constructor(opts: LabOptions) {
+    this.#opts = opts;
+    this.host = new LabHost({ prefix: opts.prefix, root: opts.root, runner: opts.runner, warn: opts.warn });
+    this.prefix = this.host.prefix;
+    this.nodeBin = opts.nodeBin ?? process.execPath;
+    this.repoDir = opts.repoDir ?? REPO_DIR;
+    this.#progress = opts.progress ?? (() => {});
+  }
+
+  /** The underlay namespace name. */
+  get underlayNetns(): string {
+    return `${this.prefix}-ul`;
+  }
+
+  /** The lab's metadata; throws when the lab is not up. */
+  get meta(): LabMeta {
+    const m = this.host.state.meta as unknown as LabMeta;
+    if (m.version !== 1) throw new LabStateError(`lab ${this.prefix}: not fully up (no metadata); run \`weft lab down --prefix ${this.prefix}\``);
+    return m;
+  }
+
+  /** Loads a running lab's state; throws {@link LabStateError} when there is none. */
+  async open(): Promise<this> {
+    const s = await this.host.load();
+    if (!s) throw new LabStateError(`lab: no lab with prefix ${this.prefix} is up`);
+    return this;
+  }
+
+  /**
+   * Builds the lab: requirements check, underlay, nodes with agents, pods through the CNI plugin.
+   * On failure everything created so far is removed before the error is rethrown.
+   */
+  async up(opts: UpOptions): Promise<LabMeta> {
+    const backend = opts.backend ?? 'auto';
+    if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > 50) throw new LabError('lab: --nodes must be between 1 and 50');
+    if (!Number.isInteger(opts.podsPerNode) || opts.podsPerNode < 0 || opts.podsPerNode > 50) throw new LabError('lab: --pods-per-node must be between 0 and 50');
+    await checkRequirements(this.host.runner, backend);
+    await this.host.init();
+    try {
+      const subnet = underlaySubnet(this.prefix);
+      const cniBinDir = await this.#installCni();
+      const meta: LabMeta = {
+        version: 1, subnet, backend, clusterCIDR: LAB_DEFAULTS.clusterCIDR, meshPort: LAB_DEFAULTS.meshPort, wgPort: LAB_DEFAULTS.wgPort,
+        cniBinDir, fixedPodCIDRs: opts.fixedPodCIDRs ?? true, nodes: [], pods: [],
+      };
+      await this.host.setMeta(meta as unknown as Record<string, unknown>);
+      await this.host.makeDir('shared');
+      await writeFile(this.#meshKeyPath(), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+
+      this.#progress(`lab ${this.prefix}: underlay ${subnet} in netns ${this.underlayNetns}`);
+      await this.host.addNetns(this.underlayNetns);
+      await this.#disableIPv6(this.underlayNetns);
+      await this.host.addBridge('br0', this.underlayNetns);
+
+      const names: string[] = [];
+      for (let i = 1; i <= opts.nodes; i++) names.push(await this.#createNode(i));
+      // The first agent has no seeds; the others join through the ones started before them.
+      for (const name of names) {
+        await this.startAgent(name);
+        if (name === names[0]) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
+      }
+      for (const name of names) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
+      for (const name of names) for (let j = 1; j <= opts.podsPerNode; j++) await this.addPod(name, j);
+      return this.meta;
+    } catch (err) {
+      this.#progress(`lab ${this.prefix}: up failed, removing what was created: ${(err as Error).message}`);
+      await this.down().catch((e: unknown) => this.#progress(`lab ${this.prefix}: down after failed up: ${(e as Error).message}`));
+      throw err;
+    }
+  }
+
+  #meshKeyPath(): string {
+    return join(this.host.dir, 'shared', 'mesh.key');
+  }
+
+  async #disableIPv6(netns: string): Promise<void> {
+    // Keeps the underlay quiet (no router solicitations / MLD), so captures hold only what weft sends.
+    await this.host.exec({ netns }, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'], { check: false });
+  }
+
+  /** Writes the `weft-cni` the lab passes in CNI_PATH: the built executable when there is one, else a launcher. */
+  async #installCni(): Promise<string> {
+    const dir = await this.host.makeDir('cni-bin');
+    const built = process.env.WEFT_LAB_CNI_BIN ?? join(this.repoDir, 'dist', 'weft-cni');
+    const target = join(dir, 'weft-cni');
+    if (existsSync(built)) {
+      await writeFile(target, `#!/bin/sh\nexec ${shellQuote(built)} "$@"\n`, { mode: 0o755 });
+    } else {
+      await writeFile(target, `#!/bin/sh\nexec ${shellQuote(this.nodeBin)} ${shellQuote(join(this.repoDir, 'src', 'cni', 'plugin.ts'))} "$@"\n`, { mode: 0o755 });
+    }
+    await chmod(target, 0o755);
+    return dir;
+  }
+
+  async #createNode(index: number): Promise<string> {
+    const m = this.meta;
+    const name = `${this.prefix}-n${index}`;
+    const ip = underlayIP(m.subnet, index);
+    this.#progress(`lab ${this.prefix}: node ${name} at ${ip}`);
+    const node = await this.host.addNode(name);
+    await this.#disableIPv6(name);
+    await this.host.addVeth({ name: `n${index}`, netns: this.underlayNetns }, { name: 'eth0', netns: name });
+    await this.host.exec({ netns: this.underlayNetns }, ['ip', 'link', 'set', `n${index}`, 'master', 'br0']);
+    await this.host.addAddress(name, 'eth0', `${ip}/24`);
+    // The mesh key is shared by every member; each node gets its own 0600 copy in its state dir.
+    await writeFile(join(node.stateDir, 'mesh.key'), await readFile(this.#meshKeyPath()), { mode: 0o600 });
+    const podCIDR = m.fixedPodCIDRs ? `10.244.${index}.0/24` : '';
+    const agentArgv = [
+      this.nodeBin, join(this.repoDir, 'src', 'main.ts'), 'agent',
+      '--name', name,
+      '--listen-addr', ip,
+      '--mesh-port', String(m.meshPort),
+      '--wg-port', String(m.wgPort),
+      '--cluster-cidr', m.clusterCIDR,
+      ...(podCIDR ? ['--pod-cidr', podCIDR] : []),
+      '--backend', m.backend,
+      '--mesh-key-file', '/var/lib/weft/mesh.key',
+      '--resync', this.#opts.resync ?? '10s',
+      '--log-level', this.#opts.agentLogLevel ?? 'info',
+    ];
+    m.nodes.push({ name, netns: name, index, underlayIP: ip, podCIDR, meshIP: podCIDR ? `10.244.${index}.1` : '', agentArgv });
+    await this.host.setMeta({ nodes: m.nodes });
+    return name;
+  }
+
+  /** The record of node `name`; throws when unknown. */
+  node(name: string): LabNode {
+    const n = this.meta.nodes.find((x) => x.name === name);
+    if (!n) throw new LabError(`lab ${this.prefix}: no node ${name} (nodes: ${this.meta.nodes.map((x) => x.name).join(', ') || 'none'})`);
+    return n;
+  }
+
+  /** The host-side handle (namespaces and directories) of node `name`. */
+  handle(name: string): NodeHandle {
+    this.node(name);
+    return this.host.node(name);
+  }
+
+  /** An API client for node `name`'s agent socket (reached through the node's bind-mounted run dir). */
+  client(name: string, timeoutMs = 3000): ApiClient {
+    return new ApiClient({ socketPath: join(this.handle(name).runDir, 'weft.sock'), timeoutMs });
+  }
+
+  /** Starts (or restarts) node `name`'s agent, seeded with every other node of the lab. Returns its PID. */
+  async startAgent(name: string): Promise<number> {
+    const n = this.node(name);
+    if (this.host.processes(`agent:${name}`).length > 0) throw new LabError(`lab ${this.prefix}: the agent of ${name} is already running`);
+    const seeds = this.meta.nodes.filter((x) => x.name !== name && this.host.processes(`agent:${x.name}`).length > 0).map((x) => `${x.underlayIP}:${this.meta.meshPort}`);
+    const argv = [...n.agentArgv, ...(seeds.length > 0 ? ['--seeds', seeds.join(',')] : [])];
+    const h = this.host.node(name);
+    return this.host.spawn(h, argv, { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
+  }
+
+  /** Stops node `name`'s agent: SIGTERM (clean shutdown) or SIGKILL (crash). Returns the PIDs signalled. */
+  stopAgent(name: string, how: 'term' | 'kill' = 'term'): Promise<number[]> {
+    this.node(name);
+    return this.host.stopProcesses(`agent:${name}`, how);
+  }
+
+  /** The PID of node `name`'s running agent, if any. */
+  agentPid(name: string): number | undefined {
+    return this.host.processes(`agent:${name}`)[0]?.pid;
+  }
+
+  /** Waits until node `name`'s agent answers /readyz and /v1/status, then records its block. */
+  async waitReady(name: string, timeoutMs = 60_000): Promise<AgentStatus> {
+    const c = this.client(name);
+    const status = await waitFor(`the agent of ${name} to become ready`, timeoutMs, async () => {
+      if (this.agentPid(name) === undefined) throw new LabError(`the agent of ${name} is not running; last log lines:\n${await this.agentLogTail(name)}`);
+      await c.get('/readyz');
+      const s = await c.get<AgentStatus>('/v1/status');
+      return s.ready && s.node.podCIDRs.length > 0 ? s : undefined;
+    }, 250).catch(async (err: Error) => {
+      if (err.message.includes('last log lines')) throw err;
+      throw new LabError(`${err.message}\nlast log lines of ${name}:\n${await this.agentLogTail(name)}`, { cause: err });
+    });
+    const n = this.node(name);
+    const podCIDR = status.node.podCIDRs.find((c2) => !c2.includes(':')) ?? status.node.podCIDRs[0]!;
+    if (n.podCIDR !== podCIDR || n.meshIP !== status.node.meshIP) {
+      const nodes = this.meta.nodes.map((x) => (x.name === name ? { ...x, podCIDR, meshIP: status.node.meshIP ?? '' } : x));
+      await this.host.setMeta({ nodes });
+    }
+    return status;
+  }
+
+  /** The last lines of node `name`'s agent log. */
+  async agentLogTail(name: string, lines = 15): Promise<string> {
+    try {
+      const text = await readFile(join(this.host.node(name).logDir, 'agent.log'), 'utf8');
+      return text.trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  /**
+   * Creates pod `<node>-p<j>`: a network namespace, then CNI ADD through the real plugin inside the
+   * node's namespaces, exactly as a runtime calls it. Retries while the agent says "try again later" (11).
+   */
+  async addPod(nodeName: string, j: number): Promise<LabPod> {
+    this.node(nodeName);
+    const netns = `${nodeName}-p${j}`;
+    if (this.meta.pods.some((p) => p.netns === netns)) throw new LabError(`lab ${this.prefix}: pod ${netns} exists`);
+    const containerId = randomBytes(32).toString('hex');
+    await this.host.addNetns(netns);
+    const res = await waitFor(`CNI ADD of ${netns}`, 20_000, async () => {
+      const r = await this.cni(nodeName, 'ADD', netns, containerId);
+      if (r.code === 0) return r;
+      const err = parseCniError(r);
+      if (err.code === 11) return undefined;
+      throw new LabError(`lab: CNI ADD ${netns} failed (exit ${r.code}, code ${err.code}): ${err.msg}${err.details ? ` (${err.details})` : ''}${r.stderr ? `\nstderr: ${r.stderr.trim().slice(-800)}` : ''}`);
+    }, 300);
+    let ip: string;
+    try {
+      const result = JSON.parse(res.stdout) as { ips?: Array<{ address?: string }> };
+      const addr = result.ips?.[0]?.address;
+      if (!addr) throw new Error('no ips[0].address');
+      ip = addr.split('/')[0]!;
+    } catch (err) {
+      throw new LabError(`lab: CNI ADD ${netns}: unreadable result ${JSON.stringify(res.stdout.slice(0, 300))}: ${(err as Error).message}`, { cause: err });
+    }
+    const pod: LabPod = { netns, node: nodeName, podName: netns, podNamespace: LAB_DEFAULTS.podNamespace, ip, containerId };
+    this.meta.pods.push(pod);
+    await this.host.setMeta({ pods: this.meta.pods });
+    this.#progress(`lab ${this.prefix}: pod ${netns} ${ip}`);
+    return pod;
+  }
+
+  /** Runs the CNI plugin once inside node `nodeName`'s namespaces, as a container runtime does. */
+  async cni(nodeName: string, command: 'ADD' | 'DEL' | 'CHECK', podNetns: string, containerId: string): Promise<CommandResult> {
+    const m = this.meta;
+    const conf = { cniVersion: '1.1.0', name: 'weft', type: 'weft-cni', socket: '/run/weft/weft.sock' };
+    const env = {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: containerId,
+      CNI_NETNS: `/run/netns/${podNetns}`,
+      CNI_IFNAME: LAB_DEFAULTS.cniIfname,
+      CNI_PATH: m.cniBinDir,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${LAB_DEFAULTS.podNamespace};K8S_POD_NAME=${podNetns};K8S_POD_INFRA_CONTAINER_ID=${containerId}`,
+    };
+    return this.host.exec(this.host.node(nodeName), [join(m.cniBinDir, 'weft-cni')], { env, input: JSON.stringify(conf), check: false, timeoutMs: 30_000 });
+  }
+
+  /** CNI DEL of a pod, then its namespace is deleted. */
+  async removePod(netns: string): Promise<void> {
+    const pod = this.meta.pods.find((p) => p.netns === netns);
+    if (!pod) throw new LabError(`lab ${this.prefix}: no pod ${netns}`);
+    const r = await this.cni(pod.node, 'DEL', netns, pod.containerId);
+    if (r.code !== 0) this.#opts.warn?.(`lab: CNI DEL ${netns}: ${r.stdout.trim()} ${r.stderr.trim()}`);
+    await this.host.deleteNetns(netns);
+    await this.host.setMeta({ pods: this.meta.pods.filter((p) => p.netns !== netns) });
+  }
+
+  /** Adds node number `max+1` to a running lab, starts its agent and waits for it. Returns its name. */
+  async addNode(opts: { podsPerNode?: number; readyTimeoutMs?: number } = {}): Promise<string> {
+    const index = Math.max(0, ...this.meta.nodes.map((n) => n.index)) + 1;
+    const name = await this.#createNode(index);
+    await this.startAgent(name);
+    await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
+    for (let j = 1; j <= (opts.podsPerNode ?? 0); j++) await this.addPod(name, j);
+    return name;
+  }
+
+  /**
+   * Removes node `name` from the lab as if the machine disappeared: its agent is SIGKILLed (so it
+   * does not leave the mesh gracefully), its pods and namespaces are deleted. With `graceful`,
+   * the agent gets SIGTERM first and leaves the mesh.
+   */
+  async removeNode(name: string, opts: { graceful?: boolean } = {}): Promise<void> {
+    this.node(name);
+    await this.stopAgent(name, opts.graceful ? 'term' : 'kill');
+    for (const p of this.meta.pods.filter((x) => x.node === name)) await this.host.deleteNetns(p.netns);
+    await this.host.removeNode(name);
+    await this.host.setMeta({ nodes: this.meta.nodes.filter((n) => n.name !== name), pods: this.meta.pods.filter((p) => p.node !== name) });
+  }
+
+  /** Resolves a node, pod or underlay name to where commands run (nodes: net + mount namespace). */
+  target(name: string): NsTarget {
+    if (name === this.underlayNetns || name === 'ul') return { netns: this.underlayNetns };
+    if (this.meta.nodes.some((n) => n.name === name)) return this.host.node(name);
+    if (this.meta.pods.some((p) => p.netns === name)) return { netns: name };
+    throw new LabError(`lab ${this.prefix}: no node or pod named ${name}`);
+  }
+
+  /** Runs a command in a node, pod or the underlay namespace. */
+  exec(name: string, argv: readonly string[], opts?: { check?: boolean; timeoutMs?: number; input?: string }): Promise<CommandResult> {
+    return this.host.exec(this.target(name), argv, opts);
+  }
+
+  /** Starts a long-running command in a node or pod; recorded so `down` stops it. */
+  spawnIn(name: string, argv: readonly string[], label: string): Promise<number> {
+    return this.host.spawn(this.target(name), argv, { logFile: join(this.host.dir, `${label.replace(/[^a-z0-9-]/gi, '_')}.log`), label });
+  }
+
+  /** The argv of the lab's TCP probe (`src/lab/probe.ts`). */
+  probeArgv(...args: string[]): string[] {
+    return [this.nodeBin, join(this.repoDir, 'src', 'lab', 'probe.ts'), ...args];
+  }
+
+  /** Starts a capture of the underlay bridge; stop it with the returned function, which returns the summary. */
+  async captureUnderlay(label = 'capture'): Promise<{ stop: () => Promise<CaptureSummary> }> {
+    const file = join(this.host.dir, `${label}.pcap`);
+    await this.host.spawn({ netns: this.underlayNetns }, ['tcpdump', '-i', 'br0', '-n', '-U', '-s', '256', '-Z', 'root', '-w', file], { logFile: join(this.host.dir, `${label}.log`), label });
+    // tcpdump needs a moment to open the interface; wait for the file header.
+    await waitFor('tcpdump to start', 5000, async () => (existsSync(file) ? true : undefined), 50);
+    return {
+      stop: async () => {
+        await sleep(300);
+        await this.host.stopProcesses(label, 'term');
+        const frames = parsePcap(new Uint8Array(await readFile(file)));
+        const m = this.meta;
+        return classifyCapture(frames, { wgPorts: [m.wgPort], meshPort: m.meshPort, podCIDRs: [m.clusterCIDR] });
+      },
+    };
+  }
+
+  /** Node and pod list plus each agent's liveness, readiness and peer count. */
+  async status(): Promise<LabStatus> {
+    const m = this.meta;
+    const nodes = await Promise.all(
+      m.nodes.map(async (n) => {
+        const agentPid = this.agentPid(n.name);
+        try {
+          const s = await this.client(n.name, 2000).get<AgentStatus>('/v1/status');
+          return { ...n, agentPid, ready: s.ready, peers: s.peers.length, handshakes: s.peers.filter((p) => p.lastHandshake > 0).length };
+        } catch (err) {
+          return { ...n, agentPid, ready: false, peers: 0, handshakes: 0, error: (err as Error).message };
+        }
+      }),
+    );
+    return { prefix: this.prefix, subnet: m.subnet, nodes, pods: m.pods };
+  }
+
+  /** Removes everything the lab created (see {@link LabHost.down}). Idempotent. */
+  async down(): Promise<number> {
+    return this.host.down();
+  }
+}
+
+function parseCniError(r: CommandResult): { code: number; msg: string; details?: string } {
+  try {
+    const e = JSON.parse(r.stdout) as { code?: number; msg?: string; details?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, msg: e.msg ?? r.stdout.trim(), details: e.details };
+  } catch {
+    return { code: -1, msg: `no JSON error on stdout: ${r.stdout.trim().slice(0, 200)}` };
+  }
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Formats nodes and pods as the two tables `weft lab up` and `weft lab status` print. */
+export function renderLab(nodes: ReadonlyArray<LabNode & { agentPid?: number; ready?: boolean; peers?: number; handshakes?: number }>, pods: readonly LabPod[]): string {
+  const withStatus = nodes.some((n) => n.ready !== undefined);
+  const nodeRows = [
+    ['NODE (netns)', 'UNDERLAY IP', 'POD CIDR', 'MESH IP', ...(withStatus ? ['AGENT', 'READY', 'PEERS'] : [])],
+    ...nodes.map((n) => [n.name, n.underlayIP, n.podCIDR || '-', n.meshIP || '-', ...(withStatus ? [n.agentPid ? `pid ${n.agentPid}` : 'down', n.ready ? 'yes' : 'no', `${n.handshakes ?? 0}/${n.peers ?? 0}`] : [])]),
+  ];
+  const podRows = [['POD (netns)', 'IP', 'NAME', 'NAMESPACE', 'NODE'], ...pods.map((p) => [p.netns, p.ip, p.podName, p.podNamespace, p.node])];
+  return `${table(nodeRows)}\n\n${pods.length > 0 ? table(podRows) : '(no pods)'}\n`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
