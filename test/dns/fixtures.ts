@@ -49,6 +49,6 @@ export function query(name: string, type: RecordType | 'ANY', opts: { id?: numbe
   });
 }
 
-export function decode(b: Buffer): DecodedPacket & { rcode?: string } {
-  return dnsPacket.decode(b) as DecodedPacket & { rcode?: string };
+export function decode(b: Buffer): DecodedPacket & { rcode?: string; opcode?: string } {
+  return dnsPacket.decode(b) as DecodedPacket & { rcode?: string; opcode?: string };
 }

@@ -173,7 +173,7 @@ describe('handleQuery: EDNS0 and truncation', () => {
 
 describe('handleQuery: malformed input', () => {
   const good = query('web.default.pod.weft.local', 'A', { id: 0xbeef });
-  const formerr = (bytes: Buffer, opts = udp) => {
+  const formerr = (bytes: Buffer, opts: { transport: 'udp' | 'tcp' } = udp) => {
     const r = answered(handleQuery(bytes, table, opts));
     expect(r.rcode).toBe('FORMERR');
     expect(r.packet.id).toBe(bytes.readUInt16BE(0));
