@@ -6,7 +6,7 @@
  * idempotent and lets concurrent plugin processes write without locking.
  */
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CNI_LIMITS, hostVethName } from './spec.ts';
 
 /** One queued release. */
@@ -35,7 +35,7 @@ export class DelQueueError extends Error {
 /** Writes one entry atomically (temp + fsync + rename). Idempotent per attachment. */
 export async function enqueueDel(stateDir: string, entry: QueuedDel): Promise<string> {
   const dir = delQueueDir(stateDir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await mkdirs(dir, 0);
   const names = await readdir(dir);
   const file = join(dir, `${hostVethName(entry.containerId, entry.ifname)}.json`);
   if (names.length >= MAX_QUEUED && !names.includes(`${hostVethName(entry.containerId, entry.ifname)}.json`)) {
@@ -51,6 +51,24 @@ export async function enqueueDel(stateDir: string, entry: QueuedDel): Promise<st
   }
   await rename(tmp, file);
   return file;
+}
+
+/**
+ * `mkdir -p` with a depth bound. Node's `mkdir({ recursive: true })` spins forever on paths under
+ * pseudo filesystems that answer ENOENT to every create (e.g. /proc), and the plugin must never hang.
+ */
+async function mkdirs(dir: string, depth: number): Promise<void> {
+  try {
+    await mkdir(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || depth > 32 || dirname(dir) === dir) throw err;
+    await mkdirs(dirname(dir), depth + 1);
+    await mkdir(dir, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
 }
 
 /** Options of {@link drainDelQueue}. */

@@ -187,8 +187,8 @@ async function readStdin(max: number): Promise<Buffer> {
   let size = 0;
   for await (const c of process.stdin as AsyncIterable<Buffer>) {
     size += c.length;
-    if (size > max) break; // runPlugin rejects the oversized config with code 6
     chunks.push(c);
+    if (size > max) break; // runPlugin sees more than the bound and rejects it with code 6
   }
   return Buffer.concat(chunks);
 }
