@@ -112,6 +112,7 @@ export class Agent {
   #publishedNode: string | undefined;
   #publishedPods = new Map<string, string>();
   #localPods: readonly PodRecord[] = [];
+  #podsKnown = false;
   #lastDesired: DesiredState | undefined;
   #lastRemotes: readonly RemoteNode[] = [];
   #running = false;
@@ -166,8 +167,10 @@ export class Agent {
 
     const claim = await this.#initialClaim();
     await this.#adoptClaim(claim, undefined);
+    // Pod entries are only touched once the local pod set is known (first setLocalPods), so a
+    // restart does not withdraw and republish every name.
     this.#publishedPods = ownPodEntries(mesh.snapshot());
-    this.#publishPods();
+    if (this.#podsKnown) this.#publishPods();
 
     mesh.on('change', this.#onChange);
     this.#resyncTimer = this.#timers.setInterval(() => this.trigger('resync'), config.resyncMs);
@@ -179,6 +182,7 @@ export class Agent {
   /** Replaces the set of local pods (from the CNI handler); publishes only what changed. Never blocks. */
   setLocalPods(pods: readonly PodRecord[]): void {
     this.#localPods = [...pods];
+    this.#podsKnown = true;
     if (this.#started && !this.#stopped) {
       this.#publishPods();
       this.trigger('pods');
@@ -212,6 +216,7 @@ export class Agent {
     metrics?.reconciles.inc();
     try {
       let snapshot = this.#d.mesh.snapshot();
+      this.#sweepStalePods(snapshot);
       let result = this.#plan(snapshot);
       if (result === undefined) return;
       const winner = this.#claim ? blockLost(this.#d.config.name, this.#claim, result.remotes) : undefined;
@@ -350,6 +355,17 @@ export class Agent {
     if (ops.dropped.length > 0) {
       this.#d.metrics?.podEntriesDropped.inc(ops.dropped.length);
       this.#log.warn({ dropped: ops.dropped.slice(0, 5), count: ops.dropped.length }, 'some pods are not published (entry too large or malformed)');
+    }
+  }
+
+  /** Withdraws pod entries this node owns in the mesh but no longer publishes (left over from before a restart). */
+  #sweepStalePods(snapshot: MeshSnapshot): void {
+    if (!this.#podsKnown) return;
+    for (const key of ownPodEntries(snapshot).keys()) {
+      if (!this.#publishedPods.has(key)) {
+        this.#d.mesh.deleteLocal(key);
+        this.#log.info({ key }, 'withdrew a stale pod entry');
+      }
     }
   }
 

@@ -1,0 +1,243 @@
+/**
+ * Adapters from the agent's ports to the modules other folders own: WireGuard backend + rtnetlink
+ * + reconciler (datapath), the mesh, the CNI handler, the DNS server, the node bridge. Each adapter
+ * is a thin translation; when a module's API changes, only this file follows.
+ */
+import type { Logger } from 'pino';
+import type { MeshHandle } from '../../mesh/api.ts';
+import { Keyring, createMesh, identityFromSeed } from '../../mesh/index.ts';
+import { LinuxRtNetlink } from '../datapath/rtnetlink-linux.ts';
+import type { ApiServer } from '../api/server.ts';
+import type { Config } from '../config.ts';
+import { DatapathReconciler } from '../datapath/reconciler.ts';
+import type { RtNetlink } from '../datapath/rtnetlink.ts';
+import { buildTable, type DnsTable } from '../dns/table.ts';
+import { DnsServer } from '../dns/server.ts';
+import { Forwarder, type ListenAddress } from '../dns/forwarder.ts';
+import { createCniHandler, type CniHandler } from '../cni/handler.ts';
+import { createIprouteNetnsOps, type NetnsOps } from '../cni/netns.ts';
+import { PodIpam } from '../ipam/pods.ts';
+import type { NodeInfo, PodRecord, RemoteNode } from '../model.ts';
+import { planMTU } from '../plan/datapath.ts';
+import type { WgDevice, WireGuardBackend } from '../wireguard/backend.ts';
+import { UserspaceWireGuardBackend } from '../wireguard/userspace.ts';
+import type { Agent } from './agent.ts';
+import type { DatapathPort, DatapathStats, DnsPort, HostNetPort } from './ports.ts';
+import type { Underlay } from './underlay.ts';
+
+/** A module the agent needs is not available in this build. */
+export class ComponentUnavailableError extends Error {
+  override name = 'ComponentUnavailableError';
+}
+
+/** The datapath port plus what status needs: the backend kind and a device read. */
+export interface Datapath extends DatapathPort {
+  readonly backendKind: string;
+  readDevice(): Promise<WgDevice | null>;
+}
+
+/** Chooses the WireGuard backend for `config.backend`. */
+export async function createBackend(config: Config, logger: Logger, onDeviceLost: () => void): Promise<WireGuardBackend> {
+  if (config.backend === 'kernel') throw new ComponentUnavailableError('agent: --backend kernel is not available in this build yet; use userspace');
+  return new UserspaceWireGuardBackend({
+    logger,
+    stateDir: `${config.runDir}/wireguard-go`,
+    onDeviceLost: (name, reason) => {
+      logger.warn({ ifname: name, reason }, 'wireguard-go exited; reconciling');
+      onDeviceLost();
+    },
+  });
+}
+
+/** The real rtnetlink handle (in this process's network namespace). */
+export async function createRt(): Promise<RtNetlink> {
+  return new LinuxRtNetlink();
+}
+
+/** Backend + rtnetlink + reconciler, started (periodic resync on). */
+export async function createDatapath(config: Config, logger: Logger, privateKey: string, onDeviceLost: () => void): Promise<Datapath> {
+  const wg = await createBackend(config, logger, onDeviceLost);
+  let rt: RtNetlink;
+  try {
+    rt = await createRt();
+  } catch (err) {
+    await wg.close();
+    throw err;
+  }
+  logger.info({ backend: wg.kind }, 'datapath ready');
+  return datapathFrom(wg, rt, config, logger, privateKey);
+}
+
+/** The {@link Datapath} over a given backend and rtnetlink (tests pass fakes); the reconciler's resync is started. */
+export function datapathFrom(wg: WireGuardBackend, rt: RtNetlink, config: Pick<Config, 'ifname' | 'resyncMs'>, logger: Logger, privateKey: string): Datapath {
+  const rec = new DatapathReconciler({ wg, rt, logger, privateKey, resyncMs: config.resyncMs });
+  rec.start();
+  return {
+    backendKind: wg.kind,
+    apply: (d) => rec.apply(d),
+    stats: (): DatapathStats => rec.stats(),
+    readDevice: () => wg.getDevice(config.ifname),
+    uninstall: (ifname) => rec.uninstall(ifname),
+    async stop() {
+      await rec.stop();
+      await wg.close();
+      await rt.close();
+    },
+  };
+}
+
+/**
+ * The mesh member for this node: UDP+TCP on `addr:--mesh-port`, signed with the identity seed,
+ * sealed with the mesh key. Not started (the agent calls `start(seeds)`).
+ */
+export async function createMeshFromConfig(config: Config, addr: string, identitySeed: Uint8Array, meshKey: Uint8Array, logger: Logger): Promise<MeshHandle> {
+  return createMesh({
+    name: config.name,
+    identity: identityFromSeed(identitySeed),
+    keyring: new Keyring(meshKey),
+    bindAddr: addr,
+    bindPort: config.meshPort,
+    logger,
+  });
+}
+
+/** The node bridge (CNI's iproute2 ops) and forwarding. */
+export function createHostNet(bridge: string, config: Config, underlay: Underlay, logger: Logger, forwarding: (f: readonly (4 | 6)[]) => Promise<void>): HostNetPort {
+  const ops = createIprouteNetnsOps();
+  const mtu = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
+  return {
+    async ensureBridge(gatewayCIDRs) {
+      await ops.ensureBridge(bridge, gatewayCIDRs, mtu);
+      logger.info({ bridge, gateways: gatewayCIDRs, mtu }, 'bridge ready');
+    },
+    enableForwarding: forwarding,
+    removeBridge: () => ops.removeBridge(bridge),
+  };
+}
+
+/** The DNS port plus the server's flat counters. */
+export interface Dns extends DnsPort {
+  stats(): Record<string, number>;
+  /** The server, once bound (for metrics registration and tests). */
+  server(): DnsServer | undefined;
+}
+
+/**
+ * The DNS port: rebuilds the table on every plan and serves it on `<gateway>:53` plus
+ * `--dns-listen`. The server is (re)bound when the gateway changes; a failed bind is logged,
+ * counted and retried at the next plan. `update` never blocks.
+ */
+export function createDns(config: Config, logger: Logger, opts: { onServer?: (s: DnsServer) => void; port?: number } = {}): Dns {
+  let table: DnsTable | undefined;
+  let server: DnsServer | undefined;
+  let forwarder: Forwarder | undefined;
+  let boundFor: string | undefined;
+  let starting: Promise<void> | undefined;
+  let failures = 0;
+  let closed = false;
+
+  const start = async (gateway: string): Promise<void> => {
+    const listen: ListenAddress[] = [{ address: gateway, port: opts.port ?? 53 }, ...config.dnsListen.map((h) => ({ address: h.host, port: h.port }))];
+    await stop();
+    const fwd = new Forwarder({ selfAddresses: listen, logger });
+    await fwd.start();
+    const srv = new DnsServer({ listen, table: table!, forwarder: fwd, ttl: config.dnsTtl, logger });
+    try {
+      await srv.start();
+    } catch (err) {
+      await fwd.close?.();
+      throw err;
+    }
+    if (closed) {
+      await srv.close();
+      await fwd.close?.();
+      return;
+    }
+    server = srv;
+    forwarder = fwd;
+    boundFor = gateway;
+    server.setTable(table!);
+    opts.onServer?.(srv);
+    logger.info({ listen: srv.addresses(), zone: config.dnsZone }, 'dns serving');
+  };
+  const stop = async (): Promise<void> => {
+    const [s, f] = [server, forwarder];
+    server = undefined;
+    forwarder = undefined;
+    boundFor = undefined;
+    await s?.close();
+    await f?.close?.();
+  };
+
+  return {
+    update(self: NodeInfo, localPods: readonly PodRecord[], remotes: readonly RemoteNode[]) {
+      table = buildTable({ zone: config.dnsZone, self: { info: self, pods: localPods }, remotes });
+      if (server && boundFor === self.meshIP) {
+        server.setTable(table);
+        return;
+      }
+      if (starting || closed) return;
+      starting = start(self.meshIP)
+        .catch((err: unknown) => {
+          failures++;
+          logger.error({ err, failures }, 'dns server could not bind; retrying at the next plan');
+        })
+        .finally(() => {
+          starting = undefined;
+        });
+    },
+    stats: () => ({ ...(server?.counters() ?? {}), bindFailures: failures }),
+    server: () => server,
+    async close() {
+      closed = true;
+      await starting;
+      await stop();
+    },
+  };
+}
+
+/** What the CNI mount gives back to the wiring. */
+export interface CniMount {
+  readonly handler: CniHandler;
+  /** The pod block changed (lost to an older claim): re-point IPAM; pods left outside must restart. */
+  blockChanged(podCIDRs: readonly string[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the pod address store on the agent's block, creates the CNI handler (the agent republishes
+ * pods on every change), publishes the pods already allocated, drains the DEL queue the plugin
+ * filled while the agent was down, and mounts the CNI routes on the API (unix socket only).
+ */
+export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu: number, logger: Logger, netns: NetnsOps = createIprouteNetnsOps()): Promise<CniMount> {
+  const blocks = agent.claim?.podCIDRs ?? [];
+  const ipam = await PodIpam.open({ stateDir: config.stateDir, blocks, logger });
+  const handler = createCniHandler({
+    ipam,
+    netns,
+    logger,
+    mtu,
+    dnsZone: config.dnsZone,
+    stateDir: config.stateDir,
+    onPodsChanged: (pods) => agent.setLocalPods(pods),
+  });
+  agent.setLocalPods(ipam.pods());
+  try {
+    const d = await handler.drainDelQueue();
+    if (d.drained + d.failed + d.dropped > 0) logger.info(d, 'drained queued CNI DELs');
+  } catch (err) {
+    logger.error({ err }, 'cannot drain the CNI DEL queue; retrying at the next resync');
+  }
+  for (const r of handler.routes()) api.route(r.method, r.path, r.handler);
+  return {
+    handler,
+    async blockChanged(podCIDRs) {
+      const outside = ipam.setBlocks(podCIDRs);
+      if (outside.length > 0) {
+        logger.warn({ pods: outside.slice(0, 10).map((a) => `${a.podNamespace ?? '?'}/${a.podName ?? a.containerId}`), count: outside.length }, 'pods hold addresses outside the new block and must be restarted');
+      }
+      await handler.ensureBridge();
+    },
+    async close() {},
+  };
+}

@@ -1,0 +1,34 @@
+/**
+ * The agent's pure planning step: mesh snapshot -> validated records (`src/plan/records.ts`) ->
+ * desired datapath (`src/plan/datapath.ts`). No I/O, no clock; the underlay facts are read once at
+ * startup by the caller and passed in.
+ */
+import type { Config } from '../config.ts';
+import { recordsFromSnapshot } from '../plan/records.ts';
+import { planDatapath, type DatapathConfig } from '../plan/datapath.ts';
+import type { PlanFn } from './ports.ts';
+
+/** Facts about the local underlay the planner needs. */
+export interface UnderlayFacts {
+  /** MTU of the interface carrying the listen address. */
+  readonly mtu: number;
+  /** Families reachable on the underlay, preferred first. */
+  readonly families: readonly (4 | 6)[];
+}
+
+/** Builds the agent's {@link PlanFn} from the configuration and the underlay facts. */
+export function makePlanFn(config: Config, underlay: UnderlayFacts): PlanFn {
+  const dp: DatapathConfig = {
+    ifname: config.ifname,
+    listenPort: config.wgPort,
+    clusterCIDRs: config.clusterCIDRs,
+    mtu: config.mtu,
+    underlayMTU: underlay.mtu,
+    underlayFamilies: underlay.families,
+  };
+  return (snapshot, self) => {
+    const records = recordsFromSnapshot(snapshot, { clusterCIDRs: config.clusterCIDRs });
+    const desired = planDatapath(self, records.nodes, dp);
+    return { desired, remotes: records.nodes, rejected: records.rejected };
+  };
+}

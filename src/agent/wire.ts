@@ -1,0 +1,202 @@
+/**
+ * Wires the real agent from a {@link Config}: keys, mesh, WireGuard backend, rtnetlink, datapath
+ * reconciler, CNI handler, DNS server, local API, health and metrics; and the offline uninstall.
+ * Only construction and ordering live here; behaviour lives in the modules wired.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import type { MeshHandle } from '../../mesh/api.ts';
+import { ApiError, ApiServer } from '../api/server.ts';
+import type { Config } from '../config.ts';
+import { Health, mountHealthRoutes } from '../observe/health.ts';
+import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../observe/metrics.ts';
+import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
+import { Agent } from './agent.ts';
+import { FileBlockStore } from './block-store.ts';
+import { makePlanFn } from './plan.ts';
+import type { DatapathPort, HostNetPort } from './ports.ts';
+import { planMTU } from '../plan/datapath.ts';
+import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
+import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
+import { detectUnderlay, enableForwarding, endpointOf } from './underlay.ts';
+import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Dns } from './components.ts';
+
+/** Bridge carrying the pod gateway address (decision: `weftbr0`). */
+export const BRIDGE = 'weftbr0';
+
+/** A running agent process: its logger and a graceful stop (leave the mesh, keep the datapath). */
+export interface RunningAgent {
+  readonly agent: Agent;
+  readonly logger: Logger;
+  readonly api: ApiServer;
+  stop(): Promise<void>;
+}
+
+/** Keys never appear in logs: these paths are redacted wherever they occur. */
+const REDACT = ['privateKey', '*.privateKey', 'meshKey', '*.meshKey', 'seed', '*.seed', 'identity', '*.identity', 'token', '*.token', 'keyring', '*.keyring'];
+
+/** The agent's root logger: pino JSON on stdout, secrets redacted. */
+export function createLogger(config: Pick<Config, 'logLevel' | 'name'>, destination?: pino.DestinationStream): Logger {
+  const opts = { level: config.logLevel, base: { node: config.name }, redact: { paths: REDACT, censor: '[redacted]' } };
+  return destination ? pino(opts, destination) : pino(opts);
+}
+
+/**
+ * Starts the agent. Order: state dirs and keys, underlay, datapath (adopts what exists), API socket
+ * (CNI calls get "try again later" until the block is settled), mesh + agent start (claims the block,
+ * publishes, first reconcile), then CNI routes, DEL-queue drain and DNS.
+ */
+export async function runAgent(config: Config, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
+  const logger = opts.logger ?? createLogger(config);
+  const log = logger.child({ component: 'agent' });
+  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.runDir, { recursive: true, mode: 0o755 });
+
+  if (!config.meshKeyFile) throw new Error('agent: --mesh-key-file (WEFT_MESH_KEY_FILE) is required: gossip is always encrypted');
+  const meshKey = await requireSecretFile(config.meshKeyFile);
+  const wgKey = await loadOrCreatePrivateKey(join(config.stateDir, 'wg.key'));
+  const identitySeed = await loadOrCreateSecretFile(join(config.stateDir, 'identity.key'));
+  if (wgKey.created) log.info({ publicKey: wgKey.publicKey }, 'created a new WireGuard key');
+  if (identitySeed.created) log.info('created a new mesh identity');
+
+  const underlay = await detectUnderlay(config.listenAddr, [config.ifname]);
+  log.info({ addr: underlay.addr, ifname: underlay.ifname, mtu: underlay.mtu }, 'underlay');
+
+  const health = new Health({ clock: Date.now, maxLoopAgeMs: Math.max(3 * config.resyncMs, 60_000) });
+  let mesh: MeshHandle | undefined;
+  let datapath: DatapathPort | undefined;
+  let dns: Dns | undefined;
+  const metrics = createAgentMetrics({
+    mesh: () => (mesh ? { snapshot: mesh.snapshot(), stats: mesh.stats() } : undefined),
+    datapath: () => datapath?.stats(),
+  });
+  // The DNS server's own metrics, registered once, reading whichever server is bound now.
+  let dnsServer: DnsServer | undefined;
+  let dnsRegistered = false;
+  const dnsMetrics = (srv: DnsServer): void => {
+    dnsServer = srv;
+    if (dnsRegistered) return;
+    dnsRegistered = true;
+    registerDnsMetrics(metrics.registry, { stats: () => dnsServer!.stats() });
+  };
+
+  const api = new ApiServer({ logger: logger.child({ component: 'api' }), onRequest: apiRequestObserver(metrics, () => knownRoutes) });
+  const knownRoutes = new Set(['/healthz', '/readyz', '/metrics', '/v1/status', '/v1/cni/add', '/v1/cni/del', '/v1/cni/check', '/v1/cni/gc', '/v1/cni/status']);
+  mountHealthRoutes(api, health);
+  mountMetricsRoute(api, metrics);
+  const notYet = (): never => {
+    throw new ApiError(503, 11, 'weft agent is starting; try again later');
+  };
+  for (const p of ['add', 'del', 'check', 'gc']) api.route('POST', `/v1/cni/${p}`, notYet);
+  api.route('GET', '/v1/cni/status', notYet);
+  api.route('GET', '/v1/status', notYet);
+
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    datapath = await createDatapath(config, logger.child({ component: 'datapath' }), wgKey.privateKey, () => agentRef?.trigger('device-lost'));
+    cleanups.push(() => datapath!.stop());
+    await api.listenUnix(config.socketPath, 0o660);
+    cleanups.push(() => api.close());
+    if (config.metricsAddr) await api.listenTcp(config.metricsAddr.host, config.metricsAddr.port);
+
+    mesh = await createMeshFromConfig(config, underlay.addr, identitySeed.value, meshKey, logger.child({ component: 'mesh' }));
+    cleanups.push(() => mesh!.stop());
+    const hostNet: HostNetPort = createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding);
+    dns = createDns(config, logger.child({ component: 'dns' }), { onServer: (srv) => dnsMetrics(srv) });
+    cleanups.push(() => dns!.close());
+
+    let cni: CniMount | undefined;
+    const agent: Agent = new Agent({
+      config,
+      logger,
+      clock: Date.now,
+      random: Math.random,
+      mesh,
+      wgPublicKey: wgKey.publicKey,
+      backendKind: (datapath as { backendKind?: string }).backendKind ?? config.backend,
+      endpoints: [endpointOf(underlay.addr, config.wgPort)],
+      plan: makePlanFn(config, { mtu: underlay.mtu, families: [underlay.family] }),
+      datapath,
+      blockStore: new FileBlockStore(config.stateDir),
+      hostNet,
+      dns,
+      metrics,
+      health,
+      readDevice: (datapath as { readDevice?: () => Promise<import('../wireguard/backend.ts').WgDevice | null> }).readDevice,
+      onBlockChanged: async (claim, previous) => {
+        if (previous) await cni?.blockChanged(claim.podCIDRs);
+      },
+    });
+    agentRef = agent;
+    await agent.start();
+    cleanups.unshift(() => agent.stop({ leave: true }));
+
+    const podMTU = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
+    cni = await mountCni(api, config, agent, podMTU, logger.child({ component: 'cni' }));
+    api.route('GET', '/v1/status', async () => ({ status: 200, json: await agent.status() }));
+    log.info({ socket: config.socketPath, block: agent.claim?.podCIDRs, meshIP: agent.self?.meshIP }, 'agent running');
+
+    return {
+      agent,
+      logger,
+      api,
+      async stop() {
+        await agent.stop({ leave: true });
+        await api.close();
+        await cni?.close();
+      },
+    };
+  } catch (err) {
+    for (const c of cleanups) await c().catch(() => {});
+    throw err;
+  }
+}
+
+let agentRef: Agent | undefined;
+
+/**
+ * Removes everything weft created on this node: its routes and WireGuard interface (through the
+ * datapath reconciler, which only removes what carries weft's marks), the pod bridge, the API
+ * socket, the pod block claim and the pod address store. The keys stay so that a reinstalled
+ * node keeps its mesh identity (members pin it on first join); `purge` removes the whole state
+ * directory too.
+ */
+export async function uninstall(config: Config, opts: { purge?: boolean; logger?: Logger } = {}): Promise<void> {
+  const logger = opts.logger ?? createLogger(config);
+  const log = logger.child({ component: 'agent' });
+  const errors: string[] = [];
+  const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+      log.info({ what }, 'removed');
+    } catch (err) {
+      errors.push(`${what}: ${(err as Error).message}`);
+      log.error({ err, what }, 'uninstall step failed');
+    }
+  };
+  // The reconciler needs a key to construct; uninstall never writes it, so a throwaway one will do when none is stored.
+  const keyPath = join(config.stateDir, 'wg.key');
+  const wgKey = existsSync(keyPath) ? await loadOrCreatePrivateKey(keyPath).catch(() => generateKeyPair()) : generateKeyPair();
+  await step('datapath', async () => {
+    const dp = await createDatapath(config, logger.child({ component: 'datapath' }), wgKey.privateKey, () => {});
+    try {
+      await dp.uninstall(config.ifname);
+    } finally {
+      await dp.stop();
+    }
+  });
+  await step('bridge', async () => {
+    const underlay = { addr: '', family: 4 as const, ifname: '', mtu: 1500 };
+    await createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding).removeBridge();
+  });
+  await step('socket', () => rm(config.socketPath, { force: true }));
+  if (opts.purge) {
+    await step('state', () => rm(config.stateDir, { recursive: true, force: true }));
+  } else {
+    await step('block', () => new FileBlockStore(config.stateDir).clear());
+    await step('pod addresses', () => rm(join(config.stateDir, 'ipam'), { recursive: true, force: true }));
+  }
+  if (errors.length > 0) throw new Error(`uninstall incomplete: ${errors.join('; ')}`);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+/**
+ * The `weft` command line. Wiring only: each command lives in `src/cli/<command>.ts` (or, for the
+ * lab, `src/lab/cli.ts`) and is registered here.
+ */
+import { Command } from 'commander';
+import { registerAgentCommand } from './cli/agent.ts';
+import { registerStatusCommand } from './cli/status.ts';
+import { registerLabCommands } from './lab/cli.ts';
+
+/** Builds the program with every command registered (exported for tests). */
+export function buildProgram(): Command {
+  const program = new Command();
+  program.name('weft').description('weft: a WireGuard mesh overlay network for Kubernetes').showHelpAfterError();
+  registerAgentCommand(program);
+  registerStatusCommand(program);
+  registerLabCommands(program);
+  return program;
+}
+
+if (import.meta.main) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`weft: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    });
+}
