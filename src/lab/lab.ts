@@ -336,7 +336,7 @@ export class Lab {
   async agentLogTail(name: string, lines = 15): Promise<string> {
     try {
       const text = await readFile(join(this.host.node(name).logDir, 'agent.log'), 'utf8');
-      return text.trimEnd().split('\n').slice(-lines).join('\n');
+      return text.trimEnd().split('\n').slice(-lines).map(condenseLogLine).join('\n');
     } catch {
       return '(no log)';
     }
@@ -492,6 +492,17 @@ function parseCniError(r: CommandResult): { code: number; msg: string; details?:
     return { code: typeof e.code === 'number' ? e.code : -1, msg: e.msg ?? r.stdout.trim(), details: e.details };
   } catch {
     return { code: -1, msg: `no JSON error on stdout: ${r.stdout.trim().slice(0, 200)}` };
+  }
+}
+
+/** One pino JSON line as "level component: msg: err.message" (no stacks), other lines cut to 300 chars. */
+export function condenseLogLine(line: string): string {
+  try {
+    const j = JSON.parse(line) as { level?: number; component?: string; msg?: string; err?: { message?: string } };
+    const lvl = ({ 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' } as Record<number, string>)[j.level ?? 0] ?? String(j.level);
+    return `  ${lvl} ${j.component ?? '-'}: ${j.msg ?? ''}${j.err?.message ? `: ${j.err.message}` : ''}`.slice(0, 400);
+  } catch {
+    return `  ${line.slice(0, 300)}`;
   }
 }
 
