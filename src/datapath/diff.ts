@@ -9,7 +9,7 @@
 import type { DesiredPeer, DesiredRoute, DesiredState } from '../model.ts';
 import type { WgDevice, WgDeviceUpdate, WgPeer, WgPeerUpdate } from '../wireguard/backend.ts';
 import { canonicalCIDR, canonicalEndpoint, canonicalIP, compareCIDR, isLinkLocal, tryParseIP } from '../plan/cidr.ts';
-import { RT_TABLE_MAIN, WEFT_RT_PROTO, type RtLink, type RtRoute, type RtRouteSpec } from './rtnetlink.ts';
+import { RT_TABLE_MAIN, WEFT_FALLBACK_METRIC, WEFT_RT_PROTO, type RtLink, type RtRoute, type RtRouteKey, type RtRouteSpec } from './rtnetlink.ts';
 
 /** Canonical CIDR text, falling back to the input when it does not parse (so it simply never matches). */
 const canonCIDR = (c: string): string => canonicalCIDR(c, false) ?? c;
@@ -40,7 +40,9 @@ export function diffPeers(desired: readonly DesiredPeer[], current: readonly WgP
       });
       continue;
     }
-    const u: { -readonly [K in keyof WgPeerUpdate]: WgPeerUpdate[K] } = { publicKey: key };
+    // updateOnly: if the peer vanished since we read the device, do not recreate it half-configured;
+    // the next pass sees it missing and creates it whole.
+    const u: { -readonly [K in keyof WgPeerUpdate]: WgPeerUpdate[K] } = { publicKey: key, updateOnly: true };
     let touched = false;
     const de = canonEndpoint(d.endpoint);
     if (de !== undefined && de !== canonEndpoint(c.endpoint)) {
@@ -93,7 +95,7 @@ export function updateWrites(u: WgDeviceUpdate): number {
 
 /**
  * Reference semantics of a device update, as the kernel and wireguard-go apply it: fields given are
- * set; a peer named without `remove` is created if missing; `replaceAllowedIPs` clears its list
+ * set; a peer named without `remove` is created if missing (unless `updateOnly`); `replaceAllowedIPs` clears its list
  * first; an allowed IP belongs to one peer at a time, so adding it to one removes it from any other.
  * `publicKey` is derived by the caller-supplied function when the private key changes.
  */
@@ -105,6 +107,7 @@ export function applyDeviceUpdate(dev: WgDevice, u: WgDeviceUpdate, publicKeyOf:
       continue;
     }
     let p = peers.get(pu.publicKey);
+    if (!p && pu.updateOnly) continue;
     if (!p) {
       p = { publicKey: pu.publicKey, allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
       peers.set(pu.publicKey, p);
@@ -161,26 +164,34 @@ export function diffAddresses(desired: readonly string[], current: readonly stri
 export interface RouteDiff {
   readonly add: RtRouteSpec[];
   readonly replace: RtRouteSpec[];
-  readonly del: { dst: string; dev?: string }[];
+  readonly del: RtRouteKey[];
   readonly replaceForeign: RtRoute[];
 }
 
 /**
- * Route changes in the main table. A desired route already present as a weft route on the right
- * device is left alone. A weft route on the wrong device is replaced; a route of another protocol
- * with the same destination is replaced too (fail-closed: the cluster CIDR must go into WireGuard)
- * and reported. Weft routes nobody wants any more are deleted; other protocols' routes never are.
+ * Route changes in the main table. For every desired route weft wants two routes: the route into
+ * the WireGuard interface, and a blackhole fallback at `fallbackMetric` that keeps the CIDR
+ * fail-closed while the interface is missing. A desired route already present as a weft route on
+ * the right device is left alone; a weft route on the wrong device is replaced; a route of another
+ * protocol with the same destination is replaced too (the cluster CIDR must go into WireGuard) and
+ * reported. Weft routes nobody wants any more are deleted; other protocols' routes never are.
  */
-export function diffRoutes(desired: readonly DesiredRoute[], current: readonly RtRoute[]): RouteDiff {
+export function diffRoutes(desired: readonly DesiredRoute[], current: readonly RtRoute[], fallbackMetric = WEFT_FALLBACK_METRIC): RouteDiff {
   const want = new Map<string, string>();
   for (const d of desired) want.set(canonCIDR(d.dst), d.dev);
   const main = current.filter((r) => r.table === RT_TABLE_MAIN);
   const kept = new Set<string>();
+  const keptFallback = new Set<string>();
   const ownWrongDev = new Set<string>();
-  const del: { dst: string; dev?: string }[] = [];
+  const del: RtRouteKey[] = [];
   for (const r of main) {
     if (r.protocol !== WEFT_RT_PROTO) continue;
     const dev = want.get(r.dst);
+    if (r.type === 'blackhole') {
+      if (dev !== undefined && r.metric === fallbackMetric && !keptFallback.has(r.dst)) keptFallback.add(r.dst);
+      else del.push({ dst: r.dst, blackhole: true, metric: r.metric });
+      continue;
+    }
     if (dev !== undefined && dev === r.dev && !kept.has(r.dst)) kept.add(r.dst);
     else if (dev !== undefined && !kept.has(r.dst) && !ownWrongDev.has(r.dst)) ownWrongDev.add(r.dst);
     else del.push(r.dev !== undefined ? { dst: r.dst, dev: r.dev } : { dst: r.dst });
@@ -189,6 +200,7 @@ export function diffRoutes(desired: readonly DesiredRoute[], current: readonly R
   const replace: RtRouteSpec[] = [];
   const replaceForeign: RtRoute[] = [];
   for (const [dst, dev] of [...want].sort((a, b) => compareCIDR(a[0], b[0]))) {
+    if (!keptFallback.has(dst)) add.push({ dst, blackhole: true, metric: fallbackMetric });
     if (kept.has(dst)) continue;
     if (ownWrongDev.has(dst)) {
       replace.push({ dst, dev });

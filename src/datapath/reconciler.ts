@@ -161,21 +161,23 @@ export class DatapathReconciler {
   async uninstall(ifname: string): Promise<void> {
     await this.stop();
     const errors: unknown[] = [];
+    // The interface goes first (its routes go with it) while the blackhole fallbacks still hold the
+    // cluster CIDR; then every remaining weft route.
     try {
-      for (const r of await this.rt.listRoutes()) {
-        if (r.protocol !== WEFT_RT_PROTO) continue;
-        try {
-          await this.rt.delRoute(r.dev !== undefined ? { dst: r.dst, dev: r.dev } : { dst: r.dst });
-        } catch (err) {
-          errors.push(err);
-        }
-      }
+      await this.wg.deleteDevice(ifname);
+      if (await this.rt.getLink(ifname)) await this.rt.deleteLink(ifname);
     } catch (err) {
       errors.push(err);
     }
     try {
-      await this.wg.deleteDevice(ifname);
-      if (await this.rt.getLink(ifname)) await this.rt.deleteLink(ifname);
+      for (const r of await this.rt.listRoutes()) {
+        if (r.protocol !== WEFT_RT_PROTO) continue;
+        try {
+          await this.rt.delRoute(r.type === 'blackhole' ? { dst: r.dst, blackhole: true, metric: r.metric } : r.dev !== undefined ? { dst: r.dst, dev: r.dev } : { dst: r.dst });
+        } catch (err) {
+          errors.push(err);
+        }
+      }
     } catch (err) {
       errors.push(err);
     }

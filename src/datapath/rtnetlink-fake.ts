@@ -5,7 +5,7 @@
  */
 import type { WireGuardBackend } from '../wireguard/backend.ts';
 import { canonicalCIDR, canonicalIP, familyOf } from '../plan/cidr.ts';
-import { RT_TABLE_MAIN, RtNetlinkError, WEFT_RT_PROTO, type RtLink, type RtNetlink, type RtRoute, type RtRouteSpec } from './rtnetlink.ts';
+import { RT_TABLE_MAIN, RtNetlinkError, WEFT_RT_PROTO, type RtLink, type RtNetlink, type RtRoute, type RtRouteKey, type RtRouteSpec } from './rtnetlink.ts';
 
 interface FakeLink {
   index: number;
@@ -39,10 +39,10 @@ export class FakeRtNetlink implements RtNetlink {
   }
 
   /** Inserts any route, of any protocol (simulates another daemon or an admin). */
-  injectRoute(r: Omit<RtRoute, 'ifindex'> & { dev?: string }): void {
+  injectRoute(r: Omit<RtRoute, 'ifindex' | 'type'> & { dev?: string; type?: RtRoute['type'] }): void {
     const dst = canonicalCIDR(r.dst, false)!;
     const link = r.dev ? this.links.get(r.dev) : undefined;
-    this.routes.push({ ...r, dst, ...(link ? { ifindex: link.index } : {}) });
+    this.routes.push({ ...r, type: r.type ?? 'unicast', dst, ...(link ? { ifindex: link.index } : {}) });
   }
 
   /** Removes routes matching `dst` whatever their protocol (simulates `ip route del` by someone else). */
@@ -139,16 +139,20 @@ export class FakeRtNetlink implements RtNetlink {
   private build(route: RtRouteSpec, op: string): RtRoute {
     const dst = canonicalCIDR(route.dst);
     if (!dst) throw new RtNetlinkError(`rtnetlink: ${op} ${route.dst}: invalid destination`, { code: 'EINVAL' });
+    if (route.blackhole) return { dst, type: 'blackhole', protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric: route.metric };
     const l = this.must(route.dev, `${op} ${dst} dev`);
-    return { dst, dev: l.name, ifindex: l.index, protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric: 0 };
+    return { dst, type: 'unicast', dev: l.name, ifindex: l.index, protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric: 0 };
+  }
+
+  /** Like the kernel, a route is identified by (table, destination, metric). */
+  private slot(r: RtRoute): number {
+    return this.routes.findIndex((x) => x.dst === r.dst && x.table === r.table && x.metric === r.metric);
   }
 
   async addRoute(route: RtRouteSpec): Promise<void> {
     this.take('addRoute');
     const r = this.build(route, 'add route');
-    if (this.routes.some((x) => x.dst === r.dst && x.table === r.table && x.metric === 0)) {
-      throw new RtNetlinkError(`rtnetlink: add route ${r.dst}: exists`, { code: 'EEXIST' });
-    }
+    if (this.slot(r) >= 0) throw new RtNetlinkError(`rtnetlink: add route ${r.dst}: exists`, { code: 'EEXIST' });
     this.writes++;
     this.routes.push(r);
   }
@@ -157,17 +161,22 @@ export class FakeRtNetlink implements RtNetlink {
     this.take('replaceRoute');
     const r = this.build(route, 'replace route');
     this.writes++;
-    const i = this.routes.findIndex((x) => x.dst === r.dst && x.table === r.table && x.metric === 0);
+    const i = this.slot(r);
     if (i >= 0) this.routes[i] = r;
     else this.routes.push(r);
   }
 
-  async delRoute(route: { dst: string; dev?: string }): Promise<void> {
+  async delRoute(route: RtRouteKey): Promise<void> {
     this.take('delRoute');
     const dst = canonicalCIDR(route.dst);
-    const dev = route.dev ? this.links.get(route.dev) : undefined;
-    if (route.dev && !dev) return;
-    const i = this.routes.findIndex((x) => x.dst === dst && x.protocol === WEFT_RT_PROTO && (!dev || x.ifindex === dev.index));
+    let i: number;
+    if (route.blackhole) {
+      i = this.routes.findIndex((x) => x.dst === dst && x.protocol === WEFT_RT_PROTO && x.type === 'blackhole' && x.metric === route.metric);
+    } else {
+      const dev = route.dev ? this.links.get(route.dev) : undefined;
+      if (route.dev && !dev) return;
+      i = this.routes.findIndex((x) => x.dst === dst && x.protocol === WEFT_RT_PROTO && x.type === 'unicast' && (!dev || x.ifindex === dev.index));
+    }
     if (i < 0) return;
     this.writes++;
     this.routes.splice(i, 1);

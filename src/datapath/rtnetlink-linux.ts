@@ -10,7 +10,7 @@
 import { createRequire } from 'node:module';
 import type { RtNetlinkSocket } from 'netlink';
 import { canonicalCIDR, formatCidr, tryParseIP, type ParsedIP } from '../plan/cidr.ts';
-import { RT_TABLE_MAIN, RtNetlinkError, WEFT_RT_PROTO, type RtLink, type RtNetlink, type RtRoute, type RtRouteSpec } from './rtnetlink.ts';
+import { RT_TABLE_MAIN, RtNetlinkError, WEFT_RT_PROTO, type RtLink, type RtNetlink, type RtRoute, type RtRouteKey, type RtRouteSpec } from './rtnetlink.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -20,6 +20,8 @@ const NLM_F_REPLACE = 0x100;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
 const RTN_UNICAST = 1;
+const RTN_BLACKHOLE = 6;
+const RT_SCOPE_UNIVERSE = 0;
 const RT_SCOPE_LINK = 253;
 const RT_SCOPE_NOWHERE = 255;
 const IFLA_INFO_KIND = 1;
@@ -154,7 +156,7 @@ export class LinuxRtNetlink implements RtNetlink {
         const table = m.attrs.table ?? m.data.table ?? 0;
         // The package decodes known enum values to their names ("UNICAST", "STATIC"); map them back.
         const type = enumValue(m.data.type, this.enums().RouteType);
-        if (table !== RT_TABLE_MAIN || type !== RTN_UNICAST || m.data.family !== af) continue;
+        if (table !== RT_TABLE_MAIN || (type !== RTN_UNICAST && type !== RTN_BLACKHOLE) || m.data.family !== af) continue;
         const len = m.data.dstLen ?? 0;
         const dstIP = m.attrs.dst ? ipFromBuffer(m.attrs.dst) : af === AF_INET ? '0.0.0.0' : '::';
         const dst = dstIP ? canonicalCIDR(`${dstIP}/${len}`, false) : null;
@@ -165,6 +167,7 @@ export class LinuxRtNetlink implements RtNetlink {
         const protocol = enumValue(m.data.protocol, this.enums().RouteProtocol) ?? 0;
         out.push({
           dst,
+          type: type === RTN_BLACKHOLE ? 'blackhole' : 'unicast',
           protocol,
           table,
           metric: m.attrs.priority ?? 0,
@@ -177,35 +180,44 @@ export class LinuxRtNetlink implements RtNetlink {
     return out;
   }
 
-  private async routeMsg(route: { dst: string; dev?: string }, op: string, scope: number) {
+  /** The rtmsg and attributes for a weft route (add/replace) or a weft route key (delete). */
+  private async routeMsg(route: RtRouteSpec | RtRouteKey, op: string, del: boolean) {
     const c = parseDst(route.dst, op);
+    const family = c.family === 4 ? AF_INET : AF_INET6;
+    const dst = ipToBuffer({ family: c.family, value: c.base });
+    if (route.blackhole) {
+      if (!Number.isInteger(route.metric) || route.metric < 0 || route.metric > 0xffffffff) {
+        throw new RtNetlinkError(`rtnetlink: ${op} ${route.dst}: bad metric ${route.metric}`, { code: 'EINVAL' });
+      }
+      const data = { family, dstLen: c.prefix, table: RT_TABLE_MAIN, protocol: WEFT_RT_PROTO, scope: del ? RT_SCOPE_NOWHERE : RT_SCOPE_UNIVERSE, type: RTN_BLACKHOLE };
+      return { data, attrs: { dst, priority: route.metric } };
+    }
     const oif = route.dev !== undefined ? await this.index(route.dev, `${op} ${route.dst}`) : undefined;
-    const data = { family: c.family === 4 ? AF_INET : AF_INET6, dstLen: c.prefix, table: RT_TABLE_MAIN, protocol: WEFT_RT_PROTO, scope, type: scope === RT_SCOPE_NOWHERE ? 0 : RTN_UNICAST };
-    const attrs = { dst: ipToBuffer({ family: c.family, value: c.base }), ...(oif !== undefined ? { oif } : {}) };
-    return { data, attrs };
+    const data = { family, dstLen: c.prefix, table: RT_TABLE_MAIN, protocol: WEFT_RT_PROTO, scope: del ? RT_SCOPE_NOWHERE : RT_SCOPE_LINK, type: RTN_UNICAST };
+    return { data, attrs: { dst, ...(oif !== undefined ? { oif } : {}) } };
   }
 
   async addRoute(route: RtRouteSpec): Promise<void> {
-    const { data, attrs } = await this.routeMsg(route, 'add route', RT_SCOPE_LINK);
-    await this.call(`add route ${route.dst} dev ${route.dev}`, (s, o) => s.newRoute(data, attrs, o), NLM_F_CREATE | NLM_F_EXCL);
+    const { data, attrs } = await this.routeMsg(route, 'add route', false);
+    await this.call(`add route ${describe(route)}`, (s, o) => s.newRoute(data, attrs, o), NLM_F_CREATE | NLM_F_EXCL);
   }
 
   async replaceRoute(route: RtRouteSpec): Promise<void> {
-    const { data, attrs } = await this.routeMsg(route, 'replace route', RT_SCOPE_LINK);
-    await this.call(`replace route ${route.dst} dev ${route.dev}`, (s, o) => s.newRoute(data, attrs, o), NLM_F_CREATE | NLM_F_REPLACE);
+    const { data, attrs } = await this.routeMsg(route, 'replace route', false);
+    await this.call(`replace route ${describe(route)}`, (s, o) => s.newRoute(data, attrs, o), NLM_F_CREATE | NLM_F_REPLACE);
   }
 
-  async delRoute(route: { readonly dst: string; readonly dev?: string }): Promise<void> {
+  async delRoute(route: RtRouteKey): Promise<void> {
     let msg;
     try {
-      msg = await this.routeMsg(route, 'del route', RT_SCOPE_NOWHERE);
+      msg = await this.routeMsg(route, 'del route', true);
     } catch (err) {
       if (err instanceof RtNetlinkError && err.code === 'ENODEV') return; // its link is gone, so is the route
       throw err;
     }
     const { data, attrs } = msg;
     try {
-      await this.call(`del route ${route.dst}${route.dev ? ` dev ${route.dev}` : ''}`, (s, o) => s.delRoute(data, attrs, o));
+      await this.call(`del route ${describe(route)}`, (s, o) => s.delRoute(data, attrs, o));
     } catch (err) {
       if (!(err instanceof RtNetlinkError && err.code === 'ESRCH')) throw err;
     }
@@ -216,6 +228,10 @@ export class LinuxRtNetlink implements RtNetlink {
     this.sock = undefined;
     s?.socket.close();
   }
+}
+
+function describe(r: RtRouteSpec | RtRouteKey): string {
+  return r.blackhole ? `blackhole ${r.dst} metric ${r.metric}` : r.dev !== undefined ? `${r.dst} dev ${r.dev}` : r.dst;
 }
 
 function enumValue(v: unknown, e: Record<string, unknown>): number | undefined {

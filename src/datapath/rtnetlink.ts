@@ -15,6 +15,15 @@
  */
 export const WEFT_RT_PROTO = 147;
 
+/**
+ * Metric of weft's fallback blackhole routes. Next to every cluster-CIDR route into the WireGuard
+ * interface, weft keeps a `blackhole <cidr> metric 2147483647 proto weft` route. While the
+ * interface route exists it wins (lower metric); when the interface vanishes (wireguard-go crashed,
+ * the link was deleted by hand) its routes vanish with it and the blackhole drops cluster traffic
+ * instead of letting it fall through to the default route in clear.
+ */
+export const WEFT_FALLBACK_METRIC = 0x7fffffff;
+
 /** The main routing table (RT_TABLE_MAIN); weft only ever touches this one. */
 export const RT_TABLE_MAIN = 254;
 
@@ -29,10 +38,11 @@ export interface RtLink {
   readonly kind?: string;
 }
 
-/** A unicast route in the main table. */
+/** A unicast or blackhole route in the main table. */
 export interface RtRoute {
   /** Canonical destination CIDR. */
   readonly dst: string;
+  readonly type: 'unicast' | 'blackhole';
   /** Output interface name, when the route has one and it still exists. */
   readonly dev?: string;
   readonly ifindex?: number;
@@ -43,11 +53,18 @@ export interface RtRoute {
   readonly metric: number;
 }
 
-/** A route weft wants: a destination through an interface (never a gateway on the underlay). */
-export interface RtRouteSpec {
-  readonly dst: string;
-  readonly dev: string;
-}
+/**
+ * A route weft installs: a destination through an interface (never a gateway on the underlay), or
+ * a blackhole fallback for it at {@link WEFT_FALLBACK_METRIC}.
+ */
+export type RtRouteSpec =
+  | { readonly dst: string; readonly dev: string; readonly blackhole?: undefined }
+  | { readonly dst: string; readonly blackhole: true; readonly metric: number };
+
+/** Which weft route to delete: by destination, plus its device (unicast) or its metric (blackhole). */
+export type RtRouteKey =
+  | { readonly dst: string; readonly dev?: string; readonly blackhole?: undefined }
+  | { readonly dst: string; readonly blackhole: true; readonly metric: number };
 
 /** A failed rtnetlink operation. `code` is the errno name when the kernel returned one (e.g. "EEXIST"). */
 export class RtNetlinkError extends Error {
@@ -79,14 +96,14 @@ export interface RtNetlink {
   addAddress(name: string, address: string): Promise<void>;
   /** Removes an address; succeeds when it is not there. */
   delAddress(name: string, address: string): Promise<void>;
-  /** Unicast routes of the main table, both families unless one is given. */
+  /** Unicast and blackhole routes of the main table, both families unless one is given. */
   listRoutes(family?: 4 | 6): Promise<RtRoute[]>;
-  /** Adds a weft route; rejects with code EEXIST when the destination is taken. */
+  /** Adds a weft route; rejects with code EEXIST when the destination (at that metric) is taken. */
   addRoute(route: RtRouteSpec): Promise<void>;
-  /** Adds or replaces the route to `dst` (whoever owned it) with a weft route. */
+  /** Adds or replaces the route to `dst` at the same metric (whoever owned it) with a weft route. */
   replaceRoute(route: RtRouteSpec): Promise<void>;
-  /** Deletes the weft route to `dst`; never a route of another protocol; succeeds when there is none. */
-  delRoute(route: { readonly dst: string; readonly dev?: string }): Promise<void>;
+  /** Deletes the weft route named; never a route of another protocol; succeeds when there is none. */
+  delRoute(route: RtRouteKey): Promise<void>;
   /** Releases the socket. */
   close(): Promise<void>;
 }

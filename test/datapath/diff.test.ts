@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import type { DesiredPeer, DesiredState } from '../../src/model.ts';
 import type { WgDevice, WgPeer } from '../../src/wireguard/backend.ts';
 import { applyDeviceUpdate, diffAddresses, diffDevice, diffLink, diffPeers, diffRoutes, isEmptyUpdate, updateWrites } from '../../src/datapath/diff.ts';
-import { RT_TABLE_MAIN, WEFT_RT_PROTO, type RtRoute } from '../../src/datapath/rtnetlink.ts';
+import { RT_TABLE_MAIN, WEFT_FALLBACK_METRIC, WEFT_RT_PROTO, type RtRoute } from '../../src/datapath/rtnetlink.ts';
 import { FakeWireGuardBackend } from '../../src/wireguard/fake.ts';
 import { publicKeyFromPrivate } from '../../src/wireguard/keys.ts';
 import { keyPair } from '../plan/helpers.ts';
@@ -46,10 +46,10 @@ describe('diffPeers', () => {
   it('changes only the field that differs', () => {
     const base = peer(KEYS[0]!, { endpoint: '192.0.2.1:51820', allowedIPs: ['10.244.1.0/24'] });
     const d: DesiredPeer = { name: 'a', publicKey: KEYS[0]!, endpoint: '192.0.2.1:51820', allowedIPs: ['10.244.1.0/24'], persistentKeepalive: 0 };
-    expect(diffPeers([{ ...d, endpoint: '192.0.2.9:51820' }], [base])).toEqual([{ publicKey: KEYS[0], endpoint: '192.0.2.9:51820' }]);
-    expect(diffPeers([{ ...d, persistentKeepalive: 25 }], [base])).toEqual([{ publicKey: KEYS[0], persistentKeepalive: 25 }]);
-    expect(diffPeers([{ ...d, allowedIPs: ['10.244.1.0/24', '10.244.9.0/24'] }], [base])).toEqual([{ publicKey: KEYS[0], allowedIPs: ['10.244.9.0/24'] }]);
-    expect(diffPeers([{ ...d, allowedIPs: ['10.244.9.0/24'] }], [base])).toEqual([{ publicKey: KEYS[0], allowedIPs: ['10.244.9.0/24'], replaceAllowedIPs: true }]);
+    expect(diffPeers([{ ...d, endpoint: '192.0.2.9:51820' }], [base])).toEqual([{ publicKey: KEYS[0], updateOnly: true, endpoint: '192.0.2.9:51820' }]);
+    expect(diffPeers([{ ...d, persistentKeepalive: 25 }], [base])).toEqual([{ publicKey: KEYS[0], updateOnly: true, persistentKeepalive: 25 }]);
+    expect(diffPeers([{ ...d, allowedIPs: ['10.244.1.0/24', '10.244.9.0/24'] }], [base])).toEqual([{ publicKey: KEYS[0], updateOnly: true, allowedIPs: ['10.244.9.0/24'] }]);
+    expect(diffPeers([{ ...d, allowedIPs: ['10.244.9.0/24'] }], [base])).toEqual([{ publicKey: KEYS[0], updateOnly: true, allowedIPs: ['10.244.9.0/24'], replaceAllowedIPs: true }]);
   });
 
   it('leaves a roamed endpoint alone when the plan has none, and compares endpoints canonically', () => {
@@ -112,6 +112,14 @@ describe('diffDevice', () => {
   });
 });
 
+describe('applyDeviceUpdate', () => {
+  it('does not recreate a vanished peer from an updateOnly change, and moves allowed IPs between peers', () => {
+    const cur = device([peer(KEYS[0]!, { allowedIPs: ['10.244.1.0/24'] })]);
+    const after = applyDeviceUpdate(cur, { peers: [{ publicKey: KEYS[1]!, updateOnly: true, endpoint: '192.0.2.1:51820' }, { publicKey: KEYS[2]!, allowedIPs: ['10.244.1.0/24'] }] }, publicKeyFromPrivate);
+    expect(after.peers.map((p) => [p.publicKey, p.allowedIPs])).toEqual([[KEYS[0], []], [KEYS[2], ['10.244.1.0/24']]]);
+  });
+});
+
 describe('diffLink and diffAddresses', () => {
   it('sets MTU and up only when needed', () => {
     const d = desired([]);
@@ -126,24 +134,32 @@ describe('diffLink and diffAddresses', () => {
 });
 
 describe('diffRoutes', () => {
-  const r = (dst: string, over: Partial<RtRoute> = {}): RtRoute => ({ dst, dev: 'weft0', ifindex: 5, protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric: 0, ...over });
+  const r = (dst: string, over: Partial<RtRoute> = {}): RtRoute => ({ dst, type: 'unicast', dev: 'weft0', ifindex: 5, protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric: 0, ...over });
+  const bh = (dst: string, metric = WEFT_FALLBACK_METRIC): RtRoute => ({ dst, type: 'blackhole', protocol: WEFT_RT_PROTO, table: RT_TABLE_MAIN, metric });
   const want = [{ dst: '10.244.0.0/16', dev: 'weft0' }, { dst: 'fd00:10::/56', dev: 'weft0' }];
+  const fallbacks = want.map((w) => ({ dst: w.dst, blackhole: true as const, metric: WEFT_FALLBACK_METRIC }));
 
-  it('is empty when the weft routes are in place', () => {
-    expect(diffRoutes(want, [r('10.244.0.0/16'), r('fd00:10::/56', { metric: 1024 }), r('0.0.0.0/0', { protocol: 3, dev: 'eth0' })])).toEqual({ add: [], replace: [], del: [], replaceForeign: [] });
+  it('is empty when the weft routes and their fallbacks are in place', () => {
+    const cur = [r('10.244.0.0/16'), r('fd00:10::/56', { metric: 1024 }), bh('10.244.0.0/16'), bh('fd00:10::/56'), r('0.0.0.0/0', { protocol: 3, dev: 'eth0' })];
+    expect(diffRoutes(want, cur)).toEqual({ add: [], replace: [], del: [], replaceForeign: [] });
   });
-  it('adds missing routes and deletes stale weft routes, never foreign ones', () => {
-    const d = diffRoutes(want, [r('10.245.0.0/16'), r('192.168.0.0/16', { protocol: 4, dev: 'eth0' })]);
-    expect(d.add).toEqual(want);
-    expect(d.del).toEqual([{ dst: '10.245.0.0/16', dev: 'weft0' }]);
+  it('adds missing routes with their blackhole fallbacks and deletes stale weft routes, never foreign ones', () => {
+    const d = diffRoutes(want, [r('10.245.0.0/16'), bh('10.245.0.0/16'), bh('10.244.0.0/16', 5), r('192.168.0.0/16', { protocol: 4, dev: 'eth0' }), r('10.99.0.0/16', { protocol: 4, type: 'blackhole' })]);
+    expect(d.add).toEqual([fallbacks[0], want[0], fallbacks[1], want[1]]);
+    expect(d.del).toEqual([{ dst: '10.245.0.0/16', dev: 'weft0' }, { dst: '10.245.0.0/16', blackhole: true, metric: WEFT_FALLBACK_METRIC }, { dst: '10.244.0.0/16', blackhole: true, metric: 5 }]);
     expect(d.replace).toEqual([]);
+  });
+  it('keeps the fallback when only the interface route vanished (interface gone) and re-adds the route', () => {
+    const d = diffRoutes(want, [bh('10.244.0.0/16'), bh('fd00:10::/56')]);
+    expect(d).toEqual({ add: want, replace: [], del: [], replaceForeign: [] });
   });
   it('replaces a weft route on the wrong device and a foreign route to the cluster CIDR (fail-closed)', () => {
     const foreign = r('fd00:10::/56', { protocol: 4, dev: 'eth0', gateway: '2001:db8::1' });
-    const d = diffRoutes(want, [r('10.244.0.0/16', { dev: 'eth0', ifindex: 2 }), foreign]);
+    const d = diffRoutes(want, [r('10.244.0.0/16', { dev: 'eth0', ifindex: 2 }), foreign, bh('10.244.0.0/16'), bh('fd00:10::/56')]);
     expect(d.replace).toEqual(want);
     expect(d.replaceForeign).toEqual([foreign]);
     expect(d.del).toEqual([]);
+    expect(d.add).toEqual([]);
   });
   it('ignores routes in other tables', () => {
     expect(diffRoutes([], [r('10.244.0.0/16', { table: 100 })]).del).toEqual([]);

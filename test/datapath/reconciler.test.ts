@@ -3,7 +3,7 @@ import pino from 'pino';
 import type { DesiredPeer, DesiredState } from '../../src/model.ts';
 import { DatapathReconciler, type ResyncTimers } from '../../src/datapath/reconciler.ts';
 import { FakeRtNetlink, linkFakes } from '../../src/datapath/rtnetlink-fake.ts';
-import { RT_TABLE_MAIN, WEFT_RT_PROTO } from '../../src/datapath/rtnetlink.ts';
+import { RT_TABLE_MAIN, WEFT_FALLBACK_METRIC, WEFT_RT_PROTO } from '../../src/datapath/rtnetlink.ts';
 import type { WireGuardBackend } from '../../src/wireguard/backend.ts';
 import { FakeWireGuardBackend } from '../../src/wireguard/fake.ts';
 import { keyPair } from '../plan/helpers.ts';
@@ -43,7 +43,14 @@ function setup(opts: { fake?: FakeWireGuardBackend; rt?: FakeRtNetlink; wg?: (w:
   return { fake, rt, rec };
 }
 
-const weftRoutes = (rt: FakeRtNetlink) => rt.allRoutes().filter((r) => r.protocol === WEFT_RT_PROTO).map((r) => `${r.dst} ${r.dev}`).sort();
+/** weft's interface routes ("dst dev"); each must come with its blackhole fallback, checked here too. */
+const weftRoutes = (rt: FakeRtNetlink) => {
+  const mine = rt.allRoutes().filter((r) => r.protocol === WEFT_RT_PROTO);
+  const uni = mine.filter((r) => r.type === 'unicast');
+  const bh = mine.filter((r) => r.type === 'blackhole');
+  expect(bh.map((r) => `${r.dst} ${r.metric}`).sort()).toEqual(uni.map((r) => `${r.dst} ${WEFT_FALLBACK_METRIC}`).sort());
+  return uni.map((r) => `${r.dst} ${r.dev}`).sort();
+};
 
 describe('DatapathReconciler', () => {
   it('first apply builds everything; a no-op apply writes nothing; one change writes one peer', async () => {
@@ -57,8 +64,8 @@ describe('DatapathReconciler', () => {
     expect(await rt.getLink('weft0')).toMatchObject({ mtu: 1440, up: true });
     expect(await rt.listAddresses('weft0')).toEqual(['10.244.0.1/32']);
     expect(weftRoutes(rt)).toEqual(['10.244.0.0/16 weft0', 'fd00:10::/56 weft0']);
-    // create + device fields + 50 peers + link + address + 2 routes
-    expect(r1.writes).toBe(1 + 1 + 50 + 1 + 1 + 2);
+    // create + device fields + 50 peers + link + address + 2 routes + 2 fallbacks
+    expect(r1.writes).toBe(1 + 1 + 50 + 1 + 1 + 2 + 2);
 
     fake.resetCounters();
     rt.writes = 0;
@@ -92,7 +99,7 @@ describe('DatapathReconciler', () => {
     rt.createLink('eth0', { up: true });
     rt.injectRoute({ dst: '10.244.0.0/16', dev: 'eth0', protocol: 3, table: RT_TABLE_MAIN, metric: 0, gateway: '192.0.2.254' });
     expect((await rec.apply(state([]))).ok).toBe(true);
-    expect(rt.allRoutes().filter((r) => r.dst === '10.244.0.0/16')).toMatchObject([{ dev: 'weft0', protocol: WEFT_RT_PROTO }]);
+    expect(rt.allRoutes().filter((r) => r.dst === '10.244.0.0/16' && r.type === 'unicast')).toMatchObject([{ dev: 'weft0', protocol: WEFT_RT_PROTO }]);
     expect(rec.stats().foreignRoutesReplaced).toBe(1);
   });
 
@@ -125,6 +132,8 @@ describe('DatapathReconciler', () => {
     await rec.apply(state(peers(2)));
     fake.driftDeleteDevice('weft0');
     await rt.deleteLink('weft0');
+    // Interface routes went with the link; the fallbacks still hold the cluster CIDRs closed.
+    expect(rt.allRoutes().filter((r) => r.protocol === WEFT_RT_PROTO).map((r) => `${r.type} ${r.dst}`).sort()).toEqual(['blackhole 10.244.0.0/16', 'blackhole fd00:10::/56']);
     expect((await rec.resync()!).ok).toBe(true);
     expect((await fake.getDevice('weft0'))!.peers).toHaveLength(2);
     expect(weftRoutes(rt)).toHaveLength(2);
