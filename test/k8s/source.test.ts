@@ -98,8 +98,12 @@ describe('KubeSource against the fake API server', () => {
     await vi.waitFor(() => expect(source.snapshot().pods.map((p) => p.name)).toEqual(['web-0']));
     expect(source.snapshot().pods[0]).toMatchObject({ name: 'web-0', namespace: 'default', ips: ['10.244.1.2'], phase: 'Running', deleted: false });
     expect(source.snapshot().pods[0]!.uid).not.toBe('');
-    const podWatch = server.requests.find((r) => r.path === '/api/v1/pods' && r.query.watch === 'true');
-    expect(podWatch?.query.fieldSelector).toBe('spec.nodeName=node-a');
+    await vi.waitFor(() => {
+      const podWatch = server.requests.find((r) => r.path === '/api/v1/pods' && r.query.watch === 'true');
+      expect(podWatch?.query.fieldSelector).toBe('spec.nodeName=node-a');
+    });
+    const podList = server.requests.find((r) => r.path === '/api/v1/pods' && r.query.watch === undefined);
+    expect(podList?.query.fieldSelector).toBe('spec.nodeName=node-a');
   });
 
   it('a pod deleted without a CNI DEL is decided for removal from DNS', async () => {
@@ -169,8 +173,10 @@ describe('KubeSource against the fake API server', () => {
     const watchesBefore = source.stats().nodes.watches;
     server.dropConnections();
     await vi.waitFor(() => expect(source.stats().nodes.watches).toBeGreaterThan(watchesBefore));
-    const resumed = server.requests.filter((r) => r.path === '/api/v1/nodes' && r.query.watch === 'true').at(-1);
-    expect(resumed?.query.resourceVersion).toBe(bookmarkRV);
+    await vi.waitFor(() => {
+      const resumed = server.requests.filter((r) => r.path === '/api/v1/nodes' && r.query.watch === 'true').at(-1);
+      expect(resumed?.query.resourceVersion).toBe(bookmarkRV);
+    });
     server.upsertNode(node('node-b', '192.0.2.2'));
     await vi.waitFor(() => expect(source.snapshot().seeds).toEqual(['192.0.2.2:7946']));
     expect(source.stats().nodes.gone).toBe(0);
