@@ -6,8 +6,7 @@
  * to stderr; no stack trace is ever printed. When the agent is down, ADD/CHECK fail with code 11
  * and DEL succeeds after queueing the release for the agent (see del-queue.ts).
  */
-import pino from 'pino';
-import { ApiClient, ApiClientError, ApiUnavailableError } from '../api/client.ts';
+import { AgentError, AgentUnavailableError, callAgent } from './agent-client.ts';
 import { enqueueDel } from './del-queue.ts';
 import {
   CNI_LIMITS,
@@ -30,11 +29,34 @@ export const DEFAULT_SOCKET = '/run/weft/weft.sock';
 /** Default state directory, where the DEL queue lives. */
 export const DEFAULT_STATE_DIR = '/var/lib/weft';
 
+/** The plugin's logger: pino's call shape, so a pino logger can be passed in tests. */
+export interface PluginLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
+
+/**
+ * JSON lines on stderr in pino's format (level number, time, msg). The plugin does not load pino
+ * itself: it is a short-lived process whose start-up time is ADD latency, and pino's stream stack
+ * costs more to load than the plugin writes in its whole life.
+ */
+export function stderrLogger(level: string | undefined, write: (line: string) => void = (l) => process.stderr.write(l)): PluginLogger {
+  const min = LEVELS[(level ?? 'warn') as keyof typeof LEVELS] ?? LEVELS.warn;
+  const at = (n: number) => (obj: object, msg: string) => {
+    if (n < min) return;
+    write(`${JSON.stringify({ level: n, time: Date.now(), component: 'weft-cni', ...obj, msg })}\n`);
+  };
+  return { info: at(LEVELS.info), warn: at(LEVELS.warn), error: at(LEVELS.error) };
+}
+
 /** What one plugin invocation sees and where it writes; injected so tests can run it in-process. */
 export interface PluginIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly stdin: Buffer;
-  readonly logger: pino.Logger;
+  readonly logger: PluginLogger;
   readonly now?: () => number;
   /** Per-request timeouts, ms. */
   readonly timeouts?: Partial<Record<'add' | 'del' | 'check' | 'gc' | 'status', number>>;
@@ -135,7 +157,10 @@ export async function runPlugin(io: PluginIo): Promise<PluginOutcome> {
     if (target && !/^[^\s/:]{1,15}$/.test(req.ifname)) throw new CniError(CniCode.invalidEnv, 'CNI_IFNAME must be 1..15 characters without whitespace, "/" or ":"');
 
     const t = { add: 20_000, del: 20_000, check: 20_000, gc: 60_000, status: 5_000, ...io.timeouts };
-    const client = (ms: number) => new ApiClient({ socketPath: conf.socket, timeoutMs: ms, maxResponseBytes: 1 << 20 });
+    const client = (ms: number) => ({
+      post: (path: string, body: unknown) => callAgent({ socketPath: conf.socket, method: 'POST', path, body, timeoutMs: ms }),
+      get: (path: string) => callAgent({ socketPath: conf.socket, method: 'GET', path, timeoutMs: ms }),
+    });
     const started = performance.now();
     try {
       switch (cmd) {
@@ -159,8 +184,8 @@ export async function runPlugin(io: PluginIo): Promise<PluginOutcome> {
           return { stdout: '', exitCode: 0 };
       }
     } catch (err) {
-      if (err instanceof ApiClientError) throw new CniError(err.code, err.message, err.details || undefined);
-      if (!(err instanceof ApiUnavailableError)) throw err;
+      if (err instanceof AgentError) throw new CniError(err.code, err.message, err.details || undefined);
+      if (!(err instanceof AgentUnavailableError)) throw err;
       log.warn({ cmd, socket: conf.socket, err: err.message }, 'agent unavailable');
       if (cmd === 'DEL') {
         try {
@@ -195,7 +220,7 @@ async function readStdin(max: number): Promise<Buffer> {
 
 /** Process entry: reads stdin (unless VERSION), runs, writes stdout, exits. */
 export async function main(): Promise<void> {
-  const logger = pino({ base: { component: 'weft-cni' }, level: process.env.WEFT_CNI_LOG_LEVEL || 'warn' }, pino.destination({ fd: 2, sync: true }));
+  const logger = stderrLogger(process.env.WEFT_CNI_LOG_LEVEL);
   // VERSION ignores its input, so it never waits on a stdin the caller left open.
   const stdin = process.env.CNI_COMMAND === 'VERSION' ? Buffer.alloc(0) : await readStdin(CNI_LIMITS.stdinBytes + 1);
   const out = await runPlugin({ env: process.env, stdin, logger });
