@@ -122,6 +122,7 @@ export class Agent {
   #stopped = false;
   #started = false;
   #ready = false;
+  #joined = false;
   readonly #onChange = (): void => this.trigger('mesh');
 
   constructor(deps: AgentDeps) {
@@ -161,9 +162,18 @@ export class Agent {
    */
   async start(): Promise<void> {
     const { config, mesh } = this.#d;
-    await mesh.start(config.seeds.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
-    this.#d.health?.setReady('mesh', true, 'joined');
-    this.#log.info({ seeds: config.seeds.length }, 'mesh started');
+    try {
+      await mesh.start(config.seeds.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
+      this.#joined = true;
+      this.#d.health?.setReady('mesh', true, 'joined');
+      this.#log.info({ seeds: config.seeds.length }, 'mesh started');
+    } catch (err) {
+      // The member stays up and keeps retrying its seeds; until it hears from another member, the
+      // agent does not let an empty view strip an existing datapath (see #reconcileOnce).
+      if ((err as Error).name !== 'MeshJoinError') throw err;
+      this.#log.warn({ err, seeds: config.seeds.length }, 'no seed answered yet; running alone and retrying');
+      this.#d.health?.setReady('mesh', false, 'no seed answered yet');
+    }
 
     const claim = await this.#initialClaim();
     await this.#adoptClaim(claim, undefined);
@@ -228,6 +238,11 @@ export class Agent {
       } else if (winner !== undefined) {
         this.#ipamLog.error({ block: this.#claim?.podCIDRs, winner }, 'fixed --pod-cidr conflicts with an older claim; keeping it (fix the configuration)');
       }
+      if (!this.#joined && snapshot.members.some((m) => m.name !== snapshot.self && (m.state === 'alive' || m.state === 'suspect'))) {
+        this.#joined = true;
+        health?.setReady('mesh', true, 'joined');
+        this.#log.info('joined the mesh');
+      }
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
       try {
@@ -237,6 +252,11 @@ export class Agent {
         this.#log.child({ component: 'dns' }).error({ err }, 'dns table update failed');
       }
       try {
+        if (!this.#joined && (await this.#deviceHasPeers())) {
+          // Restarted without reaching any seed: keep the datapath as it is rather than remove every peer.
+          this.#dpLog.warn('not joined yet and the device has peers; leaving the datapath untouched');
+          return;
+        }
         const out = await this.#d.datapath.apply(result.desired);
         if (out && out.ok === false) throw new Error(`datapath reconcile failed: ${this.#d.datapath.stats().lastError ?? 'see datapath log'}`);
         if (!this.#ready) this.#dpLog.info({ peers: result.desired.peers.length, routes: result.desired.routes.length }, 'datapath applied');
@@ -355,6 +375,15 @@ export class Agent {
     if (ops.dropped.length > 0) {
       this.#d.metrics?.podEntriesDropped.inc(ops.dropped.length);
       this.#log.warn({ dropped: ops.dropped.slice(0, 5), count: ops.dropped.length }, 'some pods are not published (entry too large or malformed)');
+    }
+  }
+
+  async #deviceHasPeers(): Promise<boolean> {
+    if (!this.#d.readDevice) return false;
+    try {
+      return ((await this.#d.readDevice())?.peers.length ?? 0) > 0;
+    } catch {
+      return true;
     }
   }
 

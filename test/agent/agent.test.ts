@@ -11,7 +11,8 @@ import { parseConfig } from '../../src/config.ts';
 import type { DesiredState, NodeInfo, PodRecord, RemoteNode } from '../../src/model.ts';
 import { createAgentMetrics } from '../../src/observe/metrics.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
-import { FakeMeshNet } from './fake-mesh.ts';
+import { FakeMesh, FakeMeshNet } from './fake-mesh.ts';
+import type { WgDevice } from '../../src/wireguard/backend.ts';
 import { datapathFrom } from '../../src/agent/components.ts';
 import { FakeRtNetlink, linkFakes } from '../../src/datapath/rtnetlink-fake.ts';
 import { WEFT_RT_PROTO } from '../../src/datapath/rtnetlink.ts';
@@ -93,7 +94,7 @@ function publicKeyOf(name: string): string {
   return keys.get(name)!;
 }
 
-function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath()): Node {
+function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null> } = {}): Node {
   const stateDir = join(dir, name);
   const config = parseConfig({ name, listenAddr: `192.0.2.${10 + index}`, stateDir, runDir: join(dir, `${name}-run`), ...flags }, {});
   const host = new RecordingHostNet();
@@ -104,7 +105,8 @@ function makeNode(name: string, index: number, flags: Record<string, string> = {
     logger,
     clock: Date.now,
     random: Math.random,
-    mesh: net.member(name),
+    mesh: extra.mesh ?? net.member(name),
+    readDevice: extra.readDevice,
     wgPublicKey: publicKey,
     backendKind: 'fake',
     endpoints: [`192.0.2.${10 + index}:51820`],
@@ -250,7 +252,7 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     rt: FakeRtNetlink;
   }
   const privateKeys = new Map<string, string>();
-  function dpNode(name: string, i: number, shared?: { fake: FakeWireGuardBackend; rt: FakeRtNetlink }): DpNode {
+  function dpNode(name: string, i: number, shared?: { fake: FakeWireGuardBackend; rt: FakeRtNetlink }, failJoin = false): DpNode {
     if (!privateKeys.has(name)) {
       const kp = generateKeyPair();
       privateKeys.set(name, kp.privateKey);
@@ -260,7 +262,9 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     const rt = shared?.rt ?? new FakeRtNetlink();
     if (!rt.hasLink('eth0')) rt.createLink('eth0', { mtu: 1500, up: true });
     const dp = datapathFrom(linkFakes(fake, rt), rt, { ifname: 'weft0', resyncMs: 3_600_000 }, logger, privateKeys.get(name)!);
-    const n = makeNode(name, i, { podCidr: `10.244.${i}.0/24` }, dp);
+    const mesh = net.member(name);
+    mesh.failJoin = failJoin;
+    const n = makeNode(name, i, { podCidr: `10.244.${i}.0/24`, seeds: failJoin ? '192.0.2.99:7946' : '' }, dp, { mesh, readDevice: () => fake.getDevice('weft0') });
     return { ...n, fake, rt };
   }
   const peersOf = async (n: DpNode) => Object.fromEntries(((await n.fake.getDevice('weft0'))?.peers ?? []).map((p) => [p.publicKey, [...p.allowedIPs].sort()]));
@@ -300,5 +304,50 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     expect(Object.keys(await peersOf(again))).toEqual([b.publicKey]);
     const status = await again.agent.status();
     expect(status.peers.map((p) => [p.name, p.state])).toEqual([['n1', 'alive']]);
+  });
+
+  it('after a restart that reaches no seed, leaves the existing peers alone until another member is heard', async () => {
+    const [a, b] = [dpNode('n0', 0), dpNode('n1', 1)];
+    await a.agent.start();
+    await b.agent.start();
+    await settle([a, b]);
+    expect(Object.keys(await peersOf(a))).toEqual([b.publicKey]);
+    await a.agent.stop();
+    await b.agent.stop({ leave: true });
+    net.members.delete('n1');
+    const setCalls = a.fake.counters.setCalls;
+    const again = dpNode('n0', 0, { fake: a.fake, rt: a.rt }, true);
+    await again.agent.start();
+    await settle([again]);
+    expect(a.fake.counters.setCalls).toBe(setCalls);
+    expect(Object.keys(await peersOf(again))).toEqual([b.publicKey]);
+    expect((await again.agent.status()).ready).toBe(false);
+    const c = dpNode('n2', 2);
+    await c.agent.start();
+    await settle([again, c]);
+    expect(Object.keys(await peersOf(again))).toEqual([c.publicKey]);
+  });
+});
+
+describe('pod entries across a restart', () => {
+  it('withdraws pods that vanished while the agent was down, and keeps the others without rewriting them', async () => {
+    const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' });
+    const b = makeNode('n1', 1, { podCidr: '10.244.1.0/24' });
+    await a.agent.start();
+    await b.agent.start();
+    const web = { name: 'web', namespace: 'default', ips: ['10.244.0.2'] };
+    a.agent.setLocalPods([web, { name: 'db', namespace: 'default', ips: ['10.244.0.3'] }]);
+    await settle([a, b]);
+    await a.agent.stop();
+    const mesh = net.member('n0');
+    const again = makeNode('n0', 0, { podCidr: '10.244.0.0/24' }, undefined, { mesh });
+    await again.agent.start();
+    await settle([again, b]);
+    const writesBefore = mesh.writes;
+    expect(b.dns.last!.remotes.find((r) => r.info.name === 'n0')!.pods.map((p) => p.name).sort()).toEqual(['db', 'web']);
+    again.agent.setLocalPods([web]);
+    await settle([again, b]);
+    expect(mesh.writes - writesBefore).toBe(1);
+    expect(b.dns.last!.remotes.find((r) => r.info.name === 'n0')!.pods.map((p) => p.name)).toEqual(['web']);
   });
 });

@@ -64,10 +64,14 @@ export class FakeMesh implements MeshHandle {
     for (const e of this.entries.values()) this.#version = Math.max(this.#version, e.version);
   }
 
+  /** When set, `start` rejects like the real mesh does when no seed answers (the member still runs). */
+  failJoin = false;
+
   async start(_seeds: readonly string[]): Promise<void> {
     this.state = 'alive';
     this.net.members.set(this.name, this);
     this.net.notifyAll();
+    if (this.failJoin) throw Object.assign(new Error('no seed answered (1 tried)'), { name: 'MeshJoinError' });
   }
 
   setLocal(key: string, payload: Uint8Array, ttlMs?: number): void {
