@@ -2,11 +2,10 @@
  * The plugin as a process (stdin + CNI_* env, exactly as a runtime calls it) against the agent's
  * real API server and CNI handler on a temp unix socket, with the fake NetnsOps.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { ApiServer } from '../../src/api/server.ts';
@@ -14,38 +13,9 @@ import { createCniHandler } from '../../src/cni/handler.ts';
 import { SUPPORTED_VERSIONS } from '../../src/cni/spec.ts';
 import { PodIpam } from '../../src/ipam/pods.ts';
 import { FakeNetns } from './fake-netns.ts';
+import { runPlugin } from './run-plugin.ts';
 
-const PLUGIN = resolve(import.meta.dirname, '../../src/cni/plugin.ts');
 const log = pino({ level: 'silent' });
-
-export interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  json: Record<string, unknown> | undefined;
-}
-
-export function runPlugin(env: Record<string, string>, stdin: string, cmd: string[] = [process.execPath, PLUGIN], basePath = process.env.PATH ?? ''): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(cmd[0]!, cmd.slice(1), { env: { PATH: basePath, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', rej);
-    child.on('close', (code) => {
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = stdout.trim() ? JSON.parse(stdout) : undefined;
-      } catch {
-        json = undefined;
-      }
-      res({ code, stdout, stderr, json });
-    });
-    child.stdin.on('error', () => {});
-    child.stdin.end(stdin);
-  });
-}
 
 let dir: string;
 let sock: string;
