@@ -55,7 +55,7 @@ export interface DnsServerOptions {
   /** Per-source UDP limit; `false` turns it off. Default 1000 qps, burst 2000, 65536 sources. */
   readonly rateLimit?: RateLimitOptions | false;
   readonly tcp?: TcpLimits;
-  /** Cached answers at most. Default 10000. */
+  /** Cached answers at most (then the cache starts over). Default 20000. */
   readonly cacheSize?: number;
   readonly logger: Logger;
   /** Milliseconds clock for the rate limiter. Default performance.now. */
@@ -129,7 +129,7 @@ export class DnsServer {
     const maxQuerySize = opts.tcp?.maxQuerySize ?? DEFAULT_MAX_QUERY_SIZE;
     this.#handlerUdp = { transport: 'udp', ttl: opts.ttl, ednsUdpSize: opts.ednsUdpSize, maxQuerySize };
     this.#handlerTcp = { transport: 'tcp', ttl: opts.ttl, ednsUdpSize: opts.ednsUdpSize, maxQuerySize };
-    this.#cacheSize = opts.cacheSize ?? 10000;
+    this.#cacheSize = opts.cacheSize ?? 20000;
   }
 
   /** Binds every listen address (UDP and TCP). Rejects with {@link DnsServerError} if one fails; nothing stays bound then. */
@@ -223,7 +223,7 @@ export class DnsServer {
       sock.once('error', onError);
       sock.bind({ address, port, exclusive: true }, () => {
         sock.off('error', onError);
-        sock.on('error', (err) => this.#log.warn({ err }, 'dns udp socket error'));
+        sock.on('error', (err) => this.#log.debug({ err }, 'dns udp socket error'));
         sock.on('message', (msg, rinfo) => this.#onUdp(sock, msg, rinfo));
         resolve(sock);
       });
@@ -322,7 +322,8 @@ export class DnsServer {
     const out = this.#answer(msg, 'udp');
     const send = (b: Buffer | undefined): void => {
       if (this.#closed || b === undefined) return;
-      sock.send(b, rinfo.port, rinfo.address, (err) => { if (err) this.#log.debug({ err }, 'dns udp send failed'); });
+      // No per-send callback (it costs a closure per answer); send errors surface as 'error' events.
+      sock.send(b, rinfo.port, rinfo.address);
     };
     if (out === 'drop') return;
     if (out === 'forward') return this.#forward(msg, 'udp', t0, send);
