@@ -250,3 +250,30 @@ describe('forwarding through the server', () => {
     expect(up.ids).toHaveLength(1);
   });
 });
+
+describe('DnsService', () => {
+  it('starts with an empty table, serves updates, and closes', async () => {
+    const { DnsService } = await import('../../src/dns/service.ts');
+    const up = await upstream('127.0.0.10', 0, '192.0.2.10');
+    const svc = await DnsService.start({
+      zone: 'Weft.Local', ttl: 7, listen: [{ address: '127.0.0.11', port: 0 }],
+      resolvConfPath: await tempResolvConf('nameserver 127.0.0.10\n'), upstreamPort: up.port, logger,
+    });
+    cleanups.push(() => svc.close());
+    const port = svc.server.addresses()[0].port;
+    const ask = async (name: string) => decode((await udpExchange('127.0.0.11', port, query(name, 'A')))!);
+    expect((await ask('web.default.pod.weft.local')).rcode).toBe('NXDOMAIN');
+    const stats = svc.update({ self: { info: nodeInfo('node-1', 1), pods: [{ name: 'web', namespace: 'default', ips: ['10.244.1.5'] }] }, remotes: [] });
+    expect(stats.pods).toBe(1);
+    const r = await ask('web.default.pod.weft.local');
+    expect(r.answers![0]).toMatchObject({ data: '10.244.1.5', ttl: 7 });
+    expect((await ask('example.com')).answers![0]).toMatchObject({ data: '192.0.2.10' });
+    await svc.close();
+    await svc.close();
+  });
+
+  it('rejects an invalid zone before binding anything', async () => {
+    const { DnsService } = await import('../../src/dns/service.ts');
+    await expect(DnsService.start({ zone: 'bad zone', ttl: 5, listen: [{ address: '127.0.0.1', port: 0 }], logger })).rejects.toThrow(/invalid zone/);
+  });
+});
