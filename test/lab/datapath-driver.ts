@@ -14,7 +14,7 @@ import type { RtNetlink } from '../../src/datapath/rtnetlink.ts';
 import type { WireGuardBackend } from '../../src/wireguard/backend.ts';
 import { UserspaceWireGuardBackend } from '../../src/wireguard/userspace.ts';
 
-const logger = pino({ level: process.env.WDP_LOG ?? 'warn' }, pino.destination(2));
+const logger = pino({ level: process.env.WDP_LOG ?? 'fatal' }, pino.destination(2));
 const rt: RtNetlink = new LinuxRtNetlink();
 let wg: WireGuardBackend | undefined;
 let rec: DatapathReconciler | undefined;
