@@ -1,0 +1,123 @@
+/**
+ * DNS in network namespaces, the way pods use it: a "node" namespace with the pod bridge weftbr0
+ * carrying the gateway 10.244.1.1/24 and weft's DNS service on 10.244.1.1:53 (the real port), and a
+ * "pod" namespace wired to it by a veth, whose resolv.conf (ip netns exec bind-mounts
+ * /etc/netns/<ns>/resolv.conf) is what the CNI result's dns section yields: nameserver = gateway,
+ * search `<ns>.pod.weft.local pod.weft.local`. dig (dnsutils) resolves a pod on another node by its
+ * full name and by its short name, PTR works, and a deleted pod's name is gone after the update.
+ * Needs root, ip and dig. Namespace prefix: wdns-.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DnsSource } from '../../src/dns/service.ts';
+import type { NodeInfo } from '../../src/model.ts';
+
+function has(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const missing = ['ip', 'dig'].filter((c) => !has(c));
+const isRoot = process.getuid?.() === 0;
+const skip = !isRoot || missing.length > 0;
+const why = !isRoot ? ' (skipped: needs root)' : missing.length ? ` (skipped: missing ${missing.join(', ')})` : '';
+
+const tag = process.pid % 100000;
+const nodeNs = `wdns-${tag}-n1`;
+const podNs = `wdns-${tag}-p1`;
+const vethHost = `wdns${tag}h`;
+const netnsEtc = `/etc/netns/${podNs}`;
+
+const info = (name: string, block: number): NodeInfo => ({
+  format: 1, name, wgPublicKey: 'k', listenPort: 51820, endpoints: [], meshIP: `10.244.${block}.1`,
+  podCIDRs: [`10.244.${block}.0/24`], claimedAt: block, keepalive: 0,
+});
+const source = (withApi: boolean): DnsSource => ({
+  self: { info: info('node-1', 1), pods: [{ name: 'client', namespace: 'default', ips: ['10.244.1.2'] }] },
+  remotes: [
+    { state: 'alive', info: info('node-2', 2), pods: [] },
+    { state: 'alive', info: info('node-3', 3), pods: [
+      { name: 'web', namespace: 'default', ips: ['10.244.3.5'] },
+      ...(withApi ? [{ name: 'api', namespace: 'prod', ips: ['10.244.3.6'] }] : []),
+    ] },
+  ],
+});
+
+const sh = (argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+const inPod = (argv: string[]) => sh(['ip', 'netns', 'exec', podNs, ...argv]);
+const dig = (...args: string[]) => inPod(['dig', '+tries=2', '+time=2', ...args]);
+
+describe.skipIf(skip)(`DNS from a pod namespace through the node gateway${why}`, () => {
+  let server: ChildProcess | undefined;
+  let tmp = '';
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'wdns-lab-'));
+    sh(['ip', 'netns', 'add', nodeNs]);
+    sh(['ip', 'netns', 'add', podNs]);
+    const inNode = (args: string[]) => sh(['ip', '-n', nodeNs, ...args]);
+    inNode(['link', 'set', 'lo', 'up']);
+    inNode(['link', 'add', 'weftbr0', 'type', 'bridge']);
+    inNode(['addr', 'add', '10.244.1.1/24', 'dev', 'weftbr0']);
+    inNode(['link', 'set', 'weftbr0', 'up']);
+    inNode(['link', 'add', vethHost, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs]);
+    inNode(['link', 'set', vethHost, 'master', 'weftbr0', 'up']);
+    sh(['ip', '-n', podNs, 'link', 'set', 'lo', 'up']);
+    sh(['ip', '-n', podNs, 'addr', 'add', '10.244.1.2/24', 'dev', 'eth0']);
+    sh(['ip', '-n', podNs, 'link', 'set', 'eth0', 'up']);
+    sh(['ip', '-n', podNs, 'route', 'add', 'default', 'via', '10.244.1.1']);
+    mkdirSync(netnsEtc, { recursive: true });
+    writeFileSync(join(netnsEtc, 'resolv.conf'), 'nameserver 10.244.1.1\nsearch default.pod.weft.local pod.weft.local\noptions ndots:5\n');
+    // The node's own upstream list: nothing reachable (out-of-zone names are not under test here).
+    writeFileSync(join(tmp, 'resolv.conf'), 'nameserver 10.244.1.1\n');
+
+    server = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, join(import.meta.dirname, 'dns-serve.ts'),
+      JSON.stringify(source(true)), '10.244.1.1:53', join(tmp, 'resolv.conf')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server!.stdout!.once('data', () => resolve());
+      server!.once('exit', (c) => reject(new Error(`dns server exited with ${c}`)));
+    });
+  });
+
+  afterAll(async () => {
+    if (server?.pid !== undefined && server.exitCode === null) {
+      const exited = new Promise((r) => server!.once('exit', r));
+      server.stdin!.end();
+      process.kill(server.pid, 'SIGTERM');
+      await exited;
+    }
+    for (const ns of [podNs, nodeNs]) {
+      try { sh(['ip', 'netns', 'del', ns]); } catch { /* already gone */ }
+    }
+    rmSync(netnsEtc, { recursive: true, force: true });
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('resolves a pod on node 3 by its full name', () => {
+    expect(dig('+short', 'web.default.pod.weft.local', 'A').trim()).toBe('10.244.3.5');
+  });
+
+  it('resolves short names through the search domains (same namespace, then <name>.<ns>)', () => {
+    expect(dig('+search', '+short', 'web', 'A').trim()).toBe('10.244.3.5');
+    expect(dig('+search', '+short', 'api.prod', 'A').trim()).toBe('10.244.3.6');
+  });
+
+  it('answers PTR, node names, and NXDOMAIN for unknown pods', () => {
+    expect(dig('+short', '-x', '10.244.3.5').trim()).toBe('web.default.pod.weft.local.');
+    expect(dig('+short', 'node-3.node.weft.local', 'A').trim()).toBe('10.244.3.1');
+    expect(dig('nope.default.pod.weft.local', 'A')).toMatch(/status: NXDOMAIN/);
+  });
+
+  it('drops a deleted pod\'s name after the table update', async () => {
+    server!.stdin!.write(`${JSON.stringify(source(false))}\n`);
+    await new Promise<void>((resolve) => server!.stdout!.once('data', () => resolve()));
+    expect(dig('api.prod.pod.weft.local', 'A')).toMatch(/status: NXDOMAIN/);
+    expect(dig('+short', 'web.default.pod.weft.local', 'A').trim()).toBe('10.244.3.5');
+  });
+});
