@@ -192,8 +192,10 @@ export function createCniHandler(opts: CniHandlerOptions): CniHandler {
         try {
           await opts.netns.addPod(s);
         } catch (err) {
-          // The bridge may have been removed behind our back: re-ensure once and retry.
+          // The bridge may have been removed behind our back, or a stale host veth of this
+          // attachment survived an agent crash: clear both causes once and retry.
           log.warn({ err, containerId: req.containerId }, 'pod link setup failed; re-ensuring the bridge and retrying once');
+          await opts.netns.delPod(s.hostIfname);
           await ensureBridge(true);
           await opts.netns.addPod(s);
         }

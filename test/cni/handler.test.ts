@@ -82,6 +82,15 @@ describe('CNI handler', () => {
     expect(ipam.get({ containerId: 'zzz', ifname: 'eth0' })).toEqual([]);
   });
 
+  it('a stale host veth left by a crash is replaced', async () => {
+    await handler.add(req('a'));
+    const stale = { ...net.links.get(hostVethName('a', 'eth0'))!, hostIfname: hostVethName('b', 'eth0'), netns: '/var/run/netns/b', addresses: ['10.244.5.99/24'] };
+    net.links.set(hostVethName('b', 'eth0'), stale);
+    const r = await handler.add(req('b'));
+    expect(r.ips[0]!.address).toBe('10.244.5.3/24');
+    expect(net.links.get(hostVethName('b', 'eth0'))!.addresses).toEqual(['10.244.5.3/24']);
+  });
+
   it('repeated ADD keeps the address and rebuilds the link', async () => {
     const r1 = await handler.add(req('a'));
     const r2 = await handler.add(req('a'));
