@@ -54,6 +54,11 @@ export interface AgentDeps {
   readonly readDevice?: () => Promise<WgDevice | null>;
   /** Called after the block changed (first claim or re-claim), before the new record is published. */
   readonly onBlockChanged?: (claim: BlockClaim, previous: BlockClaim | undefined) => Promise<void> | void;
+  /**
+   * After start, how long an existing datapath is left untouched while no other member has been
+   * heard from (restart adoption). Default max(2 x resync, 60 s).
+   */
+  readonly adoptGraceMs?: number;
   /** How long to gossip before claiming a block when none is fixed or persisted. Default 1500 ms. */
   readonly initialSyncMs?: number;
 }
@@ -123,6 +128,8 @@ export class Agent {
   #started = false;
   #ready = false;
   #joined = false;
+  #holding = false;
+  #holdUntil = 0;
   readonly #onChange = (): void => this.trigger('mesh');
 
   constructor(deps: AgentDeps) {
@@ -164,8 +171,7 @@ export class Agent {
     const { config, mesh } = this.#d;
     try {
       await mesh.start(config.seeds.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)));
-      this.#joined = true;
-      this.#d.health?.setReady('mesh', true, 'joined');
+      this.#d.health?.setReady('mesh', true, config.seeds.length > 0 ? 'joined through a seed' : 'listening (no seeds: first member)');
       this.#log.info({ seeds: config.seeds.length }, 'mesh started');
     } catch (err) {
       // The member stays up and keeps retrying its seeds; until it hears from another member, the
@@ -174,6 +180,10 @@ export class Agent {
       this.#log.warn({ err, seeds: config.seeds.length }, 'no seed answered yet; running alone and retrying');
       this.#d.health?.setReady('mesh', false, 'no seed answered yet');
     }
+
+    // Until another member is heard from, an existing datapath is left alone for a grace period:
+    // a restarted node (above all one without seeds) must not strip its peers from an empty view.
+    this.#holdUntil = this.#d.clock() + (this.#d.adoptGraceMs ?? Math.max(2 * config.resyncMs, 60_000));
 
     const claim = await this.#initialClaim();
     await this.#adoptClaim(claim, undefined);
@@ -241,7 +251,7 @@ export class Agent {
       if (!this.#joined && snapshot.members.some((m) => m.name !== snapshot.self && (m.state === 'alive' || m.state === 'suspect'))) {
         this.#joined = true;
         health?.setReady('mesh', true, 'joined');
-        this.#log.info('joined the mesh');
+        this.#log.info('heard from another member');
       }
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
@@ -252,9 +262,13 @@ export class Agent {
         this.#log.child({ component: 'dns' }).error({ err }, 'dns table update failed');
       }
       try {
-        if (!this.#joined && (await this.#deviceHasPeers())) {
-          // Restarted without reaching any seed: keep the datapath as it is rather than remove every peer.
-          this.#dpLog.warn('not joined yet and the device has peers; leaving the datapath untouched');
+        const wait = this.#holdUntil - this.#d.clock();
+        if (!this.#joined && wait > 0 && (await this.#deviceHasPeers())) {
+          if (!this.#holding) {
+            this.#holding = true;
+            this.#dpLog.info({ graceMs: Math.round(wait) }, 'no other member heard yet and the device has peers: leaving the datapath untouched');
+            this.#timers.setTimeout(() => this.trigger('adopt-grace'), wait + 1);
+          }
           return;
         }
         const out = await this.#d.datapath.apply(result.desired);

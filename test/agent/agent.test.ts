@@ -94,7 +94,7 @@ function publicKeyOf(name: string): string {
   return keys.get(name)!;
 }
 
-function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null> } = {}): Node {
+function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null>; adoptGraceMs?: number } = {}): Node {
   const stateDir = join(dir, name);
   const config = parseConfig({ name, listenAddr: `192.0.2.${10 + index}`, stateDir, runDir: join(dir, `${name}-run`), ...flags }, {});
   const host = new RecordingHostNet();
@@ -107,6 +107,7 @@ function makeNode(name: string, index: number, flags: Record<string, string> = {
     random: Math.random,
     mesh: extra.mesh ?? net.member(name),
     readDevice: extra.readDevice,
+    adoptGraceMs: extra.adoptGraceMs,
     wgPublicKey: publicKey,
     backendKind: 'fake',
     endpoints: [`192.0.2.${10 + index}:51820`],
@@ -252,7 +253,7 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     rt: FakeRtNetlink;
   }
   const privateKeys = new Map<string, string>();
-  function dpNode(name: string, i: number, shared?: { fake: FakeWireGuardBackend; rt: FakeRtNetlink }, failJoin = false): DpNode {
+  function dpNode(name: string, i: number, shared?: { fake: FakeWireGuardBackend; rt: FakeRtNetlink }, failJoin = false, adoptGraceMs?: number): DpNode {
     if (!privateKeys.has(name)) {
       const kp = generateKeyPair();
       privateKeys.set(name, kp.privateKey);
@@ -264,7 +265,7 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     const dp = datapathFrom(linkFakes(fake, rt), rt, { ifname: 'weft0', resyncMs: 3_600_000 }, logger, privateKeys.get(name)!);
     const mesh = net.member(name);
     mesh.failJoin = failJoin;
-    const n = makeNode(name, i, { podCidr: `10.244.${i}.0/24`, seeds: failJoin ? '192.0.2.99:7946' : '' }, dp, { mesh, readDevice: () => fake.getDevice('weft0') });
+    const n = makeNode(name, i, { podCidr: `10.244.${i}.0/24`, seeds: failJoin ? '192.0.2.99:7946' : '' }, dp, { mesh, readDevice: () => fake.getDevice('weft0'), adoptGraceMs });
     return { ...n, fake, rt };
   }
   const peersOf = async (n: DpNode) => Object.fromEntries(((await n.fake.getDevice('weft0'))?.peers ?? []).map((p) => [p.publicKey, [...p.allowedIPs].sort()]));
@@ -306,7 +307,10 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     expect(status.peers.map((p) => [p.name, p.state])).toEqual([['n1', 'alive']]);
   });
 
-  it('after a restart that reaches no seed, leaves the existing peers alone until another member is heard', async () => {
+  it.each([
+    ['seeds that do not answer', true],
+    ['no seeds at all', false],
+  ])('after a restart with %s, leaves the existing peers alone until another member is heard', async (_what, failJoin) => {
     const [a, b] = [dpNode('n0', 0), dpNode('n1', 1)];
     await a.agent.start();
     await b.agent.start();
@@ -316,16 +320,43 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     await b.agent.stop({ leave: true });
     net.members.delete('n1');
     const setCalls = a.fake.counters.setCalls;
-    const again = dpNode('n0', 0, { fake: a.fake, rt: a.rt }, true);
+    const again = dpNode('n0', 0, { fake: a.fake, rt: a.rt }, failJoin);
     await again.agent.start();
     await settle([again]);
     expect(a.fake.counters.setCalls).toBe(setCalls);
     expect(Object.keys(await peersOf(again))).toEqual([b.publicKey]);
     expect((await again.agent.status()).ready).toBe(false);
+    expect(again.agent.lastDesired?.peers).toEqual([]);
     const c = dpNode('n2', 2);
     await c.agent.start();
     await settle([again, c]);
     expect(Object.keys(await peersOf(again))).toEqual([c.publicKey]);
+  });
+});
+
+describe('restart adoption grace', () => {
+  it('a node left alone applies its plan once the grace period is over', async () => {
+    const fake = new FakeWireGuardBackend();
+    const rt = new FakeRtNetlink();
+    const kp = generateKeyPair();
+    let current = fake;
+    const mk = (grace: number) => {
+      current = new FakeWireGuardBackend({ sharedWith: fake });
+      const wg = current;
+      const dp = datapathFrom(linkFakes(wg, rt), rt, { ifname: 'weft0', resyncMs: 3_600_000 }, logger, kp.privateKey);
+      return makeNode('n0', 0, { podCidr: '10.244.0.0/24' }, dp, { mesh: net.member('n0'), readDevice: () => wg.getDevice('weft0'), adoptGraceMs: grace });
+    };
+    const a = mk(60_000);
+    await a.agent.start();
+    await current.setDevice('weft0', { peers: [{ publicKey: generateKeyPair().publicKey, allowedIPs: ['10.244.9.0/24'] }] });
+    await a.agent.stop();
+    const b = mk(100);
+    await b.agent.start();
+    expect((await current.getDevice('weft0'))!.peers).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 250));
+    await b.agent.idle();
+    expect((await current.getDevice('weft0'))!.peers).toHaveLength(0);
+    expect((await b.agent.status()).ready).toBe(true);
   });
 });
 
