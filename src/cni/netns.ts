@@ -28,7 +28,10 @@ export interface PodLinkSpec {
 
 /** The node-side and pod-side network operations the CNI handler needs. All are idempotent where stated. */
 export interface NetnsOps {
-  /** Creates or adopts the bridge with the gateway address(es), up. Idempotent. */
+  /**
+   * Creates or adopts the bridge with the gateway address(es), up. Idempotent. Addresses of the
+   * same families that are not listed are removed (a lost block's gateway); other families stay.
+   */
   ensureBridge(bridge: string, gatewayCidrs: readonly string[], mtu: number): Promise<void>;
   /** Deletes the bridge; succeeds when it is absent. */
   removeBridge(bridge: string): Promise<void>;
@@ -119,9 +122,16 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
         if (!(err instanceof NetnsError && err.notFound)) throw err;
       }
       const have = new Set((present?.[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+      const want = new Set(gatewayCidrs.map((g) => safe(g, 'gateway')));
+      const families = new Set(gatewayCidrs.map((g) => g.includes(':')));
       const lines: string[] = [];
       if (!present) lines.push(`link add ${bridge} mtu ${mtu} type bridge`);
-      for (const g of gatewayCidrs) if (!have.has(safe(g, 'gateway'))) lines.push(`addr add ${g} dev ${bridge}${g.includes(':') ? ' nodad' : ''}`);
+      // A gateway of a block this node no longer owns (lost claim) must go: it would pull that
+      // block's traffic into the bridge instead of the tunnel. Other families and link-local stay.
+      for (const h of have) {
+        if (!want.has(h) && families.has(h.includes(':')) && !h.startsWith('fe80:')) lines.push(`addr del ${h} dev ${bridge}`);
+      }
+      for (const g of want) if (!have.has(g)) lines.push(`addr add ${g} dev ${bridge}${g.includes(':') ? ' nodad' : ''}`);
       lines.push(`link set ${bridge} up`);
       await batchHost(lines);
     },

@@ -122,6 +122,20 @@ describe.skipIf(!isRoot || !hasIp)('CNI handler in real namespaces (needs root, 
     sh('ip', ['netns', 'add', PODS[2]!]);
   });
 
+  it('ensureBridge replaces a stale gateway of the same family and keeps other families', async () => {
+    const ops = createIprouteNetnsOps({ hostNetns: nsPath(NODE) });
+    await ops.ensureBridge('weftbr0', ['10.244.7.1/24', 'fd00:7::1/120'], 1420);
+    await ops.ensureBridge('weftbr0', ['10.244.9.1/24'], 1420);
+    const addrs = () =>
+      JSON.parse(sh('ip', ['-n', NODE, '-j', 'addr', 'show', 'dev', 'weftbr0']))[0].addr_info
+        .map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)
+        .filter((a: string) => !a.startsWith('fe80:'))
+        .sort();
+    expect(addrs()).toEqual(['10.244.9.1/24', 'fd00:7::1/120']);
+    await ops.ensureBridge('weftbr0', ['10.244.7.1/24'], 1420);
+    expect(addrs()).toEqual(['10.244.7.1/24', 'fd00:7::1/120']);
+  });
+
   it('a failed ADD (namespace missing) leaves no address and no link behind', async () => {
     await expect(handler.add(req('wcni-lab-missing', 'ADD'))).rejects.toMatchObject({ code: 999 });
     expect(ipam.get({ containerId: 'cid-wcni-lab-missing', ifname: 'eth0' })).toEqual([]);
