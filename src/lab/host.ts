@@ -101,6 +101,8 @@ export function systemRunner(baseEnv: Readonly<Record<string, string | undefined
             resolve({ code: code ?? -1, stdout, stderr });
           },
         );
+        // A command may exit without reading its stdin (EPIPE): its exit status tells what happened.
+        child.stdin?.on('error', () => {});
         if (opts.input !== undefined) child.stdin?.end(opts.input);
         else child.stdin?.end();
       });

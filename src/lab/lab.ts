@@ -11,7 +11,7 @@
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.ts';
@@ -64,6 +64,8 @@ export interface LabMeta {
   readonly wgPort: number;
   readonly cniBinDir: string;
   readonly fixedPodCIDRs: boolean;
+  /** Highest node index ever used: a node added later gets a new index, name and block. */
+  readonly lastIndex: number;
   readonly nodes: LabNode[];
   readonly pods: LabPod[];
 }
@@ -190,7 +192,7 @@ export class Lab {
       const cniBinDir = await this.#installCni();
       const meta: LabMeta = {
         version: 1, subnet, backend, clusterCIDR: LAB_DEFAULTS.clusterCIDR, meshPort: LAB_DEFAULTS.meshPort, wgPort: LAB_DEFAULTS.wgPort,
-        cniBinDir, fixedPodCIDRs: opts.fixedPodCIDRs ?? true, nodes: [], pods: [],
+        cniBinDir, fixedPodCIDRs: opts.fixedPodCIDRs ?? true, lastIndex: 0, nodes: [], pods: [],
       };
       await this.host.setMeta(meta as unknown as Record<string, unknown>);
       await this.host.makeDir('shared');
@@ -227,13 +229,24 @@ export class Lab {
     await this.host.exec({ netns }, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'], { check: false });
   }
 
-  /** Writes the `weft-cni` the lab passes in CNI_PATH: the built executable when there is one, else a launcher. */
+  /**
+   * Fills the CNI_PATH directory the lab passes to the plugin. Default: a `weft-cni` launcher that
+   * runs `src/cni/plugin.ts` with the lab's Node (always the current source). With
+   * `WEFT_LAB_CNI=dist`: the production layout from `npm run build` (`weft-cni` launcher plus
+   * `weft-runtime/{node,weft-cni.mjs}` next to it, as the DaemonSet installs it).
+   */
   async #installCni(): Promise<string> {
     const dir = await this.host.makeDir('cni-bin');
-    const built = process.env.WEFT_LAB_CNI_BIN ?? join(this.repoDir, 'dist', 'weft-cni');
     const target = join(dir, 'weft-cni');
-    if (existsSync(built)) {
-      await writeFile(target, `#!/bin/sh\nexec ${shellQuote(built)} "$@"\n`, { mode: 0o755 });
+    if (process.env.WEFT_LAB_CNI === 'dist') {
+      const dist = join(this.repoDir, 'dist');
+      for (const f of ['weft-cni', 'weft-cni.mjs']) {
+        if (!existsSync(join(dist, f))) throw new LabError(`lab: WEFT_LAB_CNI=dist but ${join(dist, f)} is missing; run \`npm run build\` first`);
+      }
+      await mkdir(join(dir, 'weft-runtime'), { recursive: true });
+      await copyFile(join(dist, 'weft-cni'), target);
+      await copyFile(join(dist, 'weft-cni.mjs'), join(dir, 'weft-runtime', 'weft-cni.mjs'));
+      await symlink(this.nodeBin, join(dir, 'weft-runtime', 'node'));
     } else {
       await writeFile(target, `#!/bin/sh\nexec ${shellQuote(this.nodeBin)} ${shellQuote(join(this.repoDir, 'src', 'cni', 'plugin.ts'))} "$@"\n`, { mode: 0o755 });
     }
@@ -268,7 +281,7 @@ export class Lab {
       '--log-level', this.#opts.agentLogLevel ?? 'info',
     ];
     m.nodes.push({ name, netns: name, index, underlayIP: ip, podCIDR, meshIP: podCIDR ? `10.244.${index}.1` : '', agentArgv });
-    await this.host.setMeta({ nodes: m.nodes });
+    await this.host.setMeta({ nodes: m.nodes, lastIndex: Math.max(m.lastIndex ?? 0, index) });
     return name;
   }
 
@@ -402,7 +415,7 @@ export class Lab {
 
   /** Adds node number `max+1` to a running lab, starts its agent and waits for it. Returns its name. */
   async addNode(opts: { podsPerNode?: number; readyTimeoutMs?: number } = {}): Promise<string> {
-    const index = Math.max(0, ...this.meta.nodes.map((n) => n.index)) + 1;
+    const index = Math.max(this.meta.lastIndex ?? 0, ...this.meta.nodes.map((n) => n.index)) + 1;
     const name = await this.#createNode(index);
     await this.startAgent(name);
     await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);

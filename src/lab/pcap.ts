@@ -18,8 +18,10 @@ export interface Frame {
   readonly proto?: number;
   readonly sport?: number;
   readonly dport?: number;
-  /** The transport payload (UDP only). */
+  /** The captured part of the transport payload (UDP only; may be cut by the snap length). */
   readonly payload?: Uint8Array;
+  /** The payload's real length, from the UDP header (UDP only). */
+  readonly payloadLength?: number;
 }
 
 const MAX_FRAMES = 2_000_000;
@@ -76,8 +78,11 @@ export function decodeEthernet(f: Uint8Array): Frame {
     if ((proto === 17 || proto === 6) && fragOffset === 0 && f.length >= l4 + 4) {
       const sport = (f[l4]! << 8) | f[l4 + 1]!;
       const dport = (f[l4 + 2]! << 8) | f[l4 + 3]!;
-      const payload = proto === 17 && f.length >= l4 + 8 ? f.subarray(l4 + 8) : undefined;
-      return { ethertype: et, src, dst, proto, sport, dport, payload };
+      if (proto === 17 && f.length >= l4 + 8) {
+        const udpLen = (f[l4 + 4]! << 8) | f[l4 + 5]!;
+        return { ethertype: et, src, dst, proto, sport, dport, payload: f.subarray(l4 + 8), payloadLength: Math.max(0, udpLen - 8) };
+      }
+      return { ethertype: et, src, dst, proto, sport, dport };
     }
     return { ethertype: et, src, dst, proto };
   }
@@ -88,21 +93,23 @@ export function decodeEthernet(f: Uint8Array): Frame {
 }
 
 /**
- * True when a UDP payload has the shape of a WireGuard message: type 1-4 followed by three zero
+ * True when a UDP payload (`length` bytes on the wire, of which `p` was captured) has the shape of a WireGuard message: type 1-4 followed by three zero
  * bytes and the fixed sizes of handshake initiation (148), response (92), cookie reply (64), or a
- * transport data message (16-byte header + a multiple of 16 bytes of ciphertext with its tag).
+ * transport data message (16-byte header, ciphertext, 16-byte tag: at least 32 bytes).
  */
-export function isWireGuardMessage(p: Uint8Array): boolean {
+export function isWireGuardMessage(p: Uint8Array, length: number = p.length): boolean {
   if (p.length < 4 || p[1] !== 0 || p[2] !== 0 || p[3] !== 0) return false;
   switch (p[0]) {
     case 1:
-      return p.length === 148;
+      return length === 148;
     case 2:
-      return p.length === 92;
+      return length === 92;
     case 3:
-      return p.length === 64;
+      return length === 64;
     case 4:
-      return p.length >= 32 && (p.length - 16) % 16 === 0;
+      // Plaintext is padded to 16 bytes but never past the interface MTU, so full-size packets
+      // need not be a multiple of 16: only the minimum (header + tag, a keepalive) is fixed.
+      return length >= 32;
     default:
       return false;
   }
@@ -177,7 +184,7 @@ export function classifyCapture(frames: readonly Frame[], opts: ClassifyOptions)
       continue;
     }
     const onWg = f.proto === 17 && (opts.wgPorts.includes(f.sport!) || opts.wgPorts.includes(f.dport!));
-    if (onWg && f.payload && isWireGuardMessage(f.payload)) {
+    if (onWg && f.payload && isWireGuardMessage(f.payload, f.payloadLength)) {
       wireguard++;
       if (f.payload[0] === 4) wireguardData++;
       continue;
