@@ -207,17 +207,25 @@ export class PodIpam {
     return [...this.#state.allocations];
   }
 
-  /** Pods with a name and namespace, grouped by pod, as published in the mesh for DNS. */
+  /**
+   * Pods with a name and namespace, as published in the mesh for DNS. When one pod has several
+   * sandboxes (a restarted pod whose old sandbox was not deleted yet), only the newest sandbox's
+   * addresses are published, so a name never resolves to a dead address.
+   */
   pods(): PodRecord[] {
-    const byPod = new Map<string, { name: string; namespace: string; ips: string[] }>();
+    const byPod = new Map<string, { name: string; namespace: string; containerId: string; at: number; ips: string[] }>();
     for (const a of this.#state.allocations) {
       if (!a.podName || !a.podNamespace) continue;
       const k = `${a.podNamespace}/${a.podName}`;
-      const p = byPod.get(k) ?? { name: a.podName, namespace: a.podNamespace, ips: [] };
-      if (!p.ips.includes(a.ip)) p.ips.push(a.ip);
-      byPod.set(k, p);
+      const p = byPod.get(k);
+      if (!p || (p.containerId !== a.containerId && a.allocatedAt >= p.at)) {
+        byPod.set(k, { name: a.podName, namespace: a.podNamespace, containerId: a.containerId, at: a.allocatedAt, ips: [a.ip] });
+      } else if (p.containerId === a.containerId && !p.ips.includes(a.ip)) {
+        p.ips.push(a.ip);
+        p.at = Math.max(p.at, a.allocatedAt);
+      }
     }
-    return [...byPod.values()];
+    return [...byPod.values()].map(({ name, namespace, ips }) => ({ name, namespace, ips }));
   }
 
   #inBlocks(ip: string): boolean {

@@ -83,6 +83,21 @@ describe('PodIpam', () => {
     expect(ipam.pods()).toEqual([{ name: 'p', namespace: 'n', ips: ['10.244.3.2', 'fd00:10:244::302'] }]);
   });
 
+  it('publishes only the newest sandbox of a pod', async () => {
+    let t = 1000;
+    const ipam = await open(['10.244.3.0/24'], () => t);
+    await ipam.allocate({ containerId: 'old', ifname: 'eth0', podName: 'web', podNamespace: 'prod' });
+    t = 2000;
+    await ipam.allocate({ containerId: 'new', ifname: 'eth0', podName: 'web', podNamespace: 'prod' });
+    await ipam.allocate({ containerId: 'other', ifname: 'eth0', podName: 'db', podNamespace: 'prod' });
+    expect(ipam.pods()).toEqual([
+      { name: 'web', namespace: 'prod', ips: ['10.244.3.3'] },
+      { name: 'db', namespace: 'prod', ips: ['10.244.3.4'] },
+    ]);
+    await ipam.release({ containerId: 'new', ifname: 'eth0' });
+    expect(ipam.pods()[0]).toEqual({ name: 'web', namespace: 'prod', ips: ['10.244.3.2'] });
+  });
+
   it('gc releases attachments not in the valid list', async () => {
     const ipam = await open();
     for (const c of ['a', 'b', 'c']) await ipam.allocate({ containerId: c, ifname: 'eth0' });
