@@ -29,6 +29,7 @@ if (!(Number.isInteger(n) && n >= 3 && n <= 50_000)) throw new Error('--nodes mu
 if (!(loss >= 0 && loss < 1)) throw new Error('--loss must be in [0, 1)');
 
 const wall0 = performance.now();
+const cpu0 = process.cpuUsage();
 const publisher = 0;
 const crashed = n - 1;
 const publisherName = simName(publisher);
@@ -106,6 +107,7 @@ const result = {
   detect_ms_max: detectedAll ? Math.max(...det) : null,
   bytes_per_node_per_s: Math.round(bytesPerNodePerS),
   wall_ms: Math.round(performance.now() - wall0),
+  cpu_ms: Math.round((process.cpuUsage(cpu0).user + process.cpuUsage(cpu0).system) / 1000),
   converged_nodes: conv.length,
   detected_nodes: deadCount,
   false_positives: falsePositives,

@@ -132,6 +132,13 @@ export class MemberTable {
     }
   }
 
+  /** A random locally-changed record satisfying `ok` (dead members always are): O(changed). */
+  randomChanged(random: Random, ok: (r: MemberRecord) => boolean): MemberRecord | undefined {
+    const picks: MemberRecord[] = [];
+    for (const o of this.own.values()) if (o && ok(o)) picks.push(o);
+    return picks.length === 0 ? undefined : picks[Math.floor(random() * picks.length)];
+  }
+
   /** Records changed locally (not from the shared base): what sweeps need to look at. */
   *changed(): IterableIterator<MemberRecord> {
     for (const o of this.own.values()) if (o) yield o;

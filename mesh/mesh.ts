@@ -206,6 +206,7 @@ export class Mesh implements MeshHandle {
       this.schedule(() => this.pushPullTick(), this.random() * pushPullInterval(this.timing, this.members.size));
     }
     this.schedule(() => this.sweepTick(), 10_000 + this.random() * 1000);
+    this.schedule(() => this.reconnectTick(), this.random() * this.timing.reconnectIntervalMs);
     this.changed();
     const others = this.seeds.filter((a) => !(a.addr === this.selfAddr.addr && a.port === this.selfAddr.port));
     if (others.length === 0) return;
@@ -460,14 +461,14 @@ export class Mesh implements MeshHandle {
   private fresh(sealed: Uint8Array, sentAt: number): boolean {
     const now = this.now();
     if (Math.abs(now - sentAt) > this.limits.maxClockSkewMs) return false;
-    if (now - this.nonceRotatedAt > this.limits.maxClockSkewMs) {
+    if (now - this.nonceRotatedAt > this.limits.replayWindowMs) {
       this.prevNonces = this.seenNonces;
       this.seenNonces = new Set();
       this.nonceRotatedAt = now;
     }
     const n = Buffer.from(sealNonce(sealed)!.subarray(0, 16)).toString('latin1');
     if (this.seenNonces.has(n) || this.prevNonces.has(n)) return false;
-    if (this.seenNonces.size < 262_144) this.seenNonces.add(n);
+    if (this.seenNonces.size < 65_536) this.seenNonces.add(n);
     return true;
   }
 
@@ -925,7 +926,12 @@ export class Mesh implements MeshHandle {
   private gossipTick(reschedule = true): void {
     if (reschedule) this.schedule(() => this.gossipTick(), this.timing.gossipIntervalMs);
     if (this.broadcasts.size === 0) return;
-    const targets = this.members.randomK(this.random, this.timing.gossipNodes, this.isOther);
+    const now = this.now();
+    const targets = this.members.randomK(
+      this.random,
+      this.timing.gossipNodes,
+      (r) => this.isOther(r) || (r.state === 'dead' && now - r.changedAt < this.timing.gossipToTheDeadMs),
+    );
     const limit = retransmitLimit(this.timing, this.members.liveCount);
     for (const t of targets) {
       const msgs = this.broadcasts.take(this.packetBudget(), limit);
@@ -942,6 +948,17 @@ export class Mesh implements MeshHandle {
     else if (this.seeds.length > 0) to = this.seeds[Math.floor(this.random() * this.seeds.length)];
     if (!to) return;
     this.pushPull(to, !peer).catch((err: unknown) => this.log?.debug({ err, to }, 'push/pull failed'));
+  }
+
+  /** Tries a push/pull with one random dead member, so both sides of a healed partition reconcile. */
+  private reconnectTick(): void {
+    this.schedule(() => this.reconnectTick(), this.timing.reconnectIntervalMs);
+    if (this.leaving) return;
+    const dead = this.members.randomChanged(this.random, (r) => r.state === 'dead' && r.name !== this.name);
+    if (!dead) return;
+    this.pushPull({ addr: dead.alive.addr, port: dead.alive.port }, false).catch((err: unknown) =>
+      this.log?.debug({ err, member: dead.name }, 'reconnect failed'),
+    );
   }
 
   /** Forgets dead/left members after deadReapMs and purges expired entries and tombstones. */

@@ -27,6 +27,10 @@ export interface Timing {
   readonly pushPullIntervalMs: number;
   /** Timeout of one TCP request (push/pull, fetch, join). */
   readonly tcpTimeoutMs: number;
+  /** Dead members keep receiving gossip this long, so a wrongly declared member learns and refutes. */
+  readonly gossipToTheDeadMs: number;
+  /** Interval of push/pull attempts with a random dead member, so partitions heal (Serf's reconnect). */
+  readonly reconnectIntervalMs: number;
   /** How long dead and left members (and their entries) are remembered before being forgotten. */
   readonly deadReapMs: number;
   /** How long a deleted entry (tombstone) is kept so it outlives any stale copy. */
@@ -46,6 +50,8 @@ export const LAN_TIMING: Timing = Object.freeze({
   retransmitMult: 4,
   pushPullIntervalMs: 30_000,
   tcpTimeoutMs: 10_000,
+  gossipToTheDeadMs: 30_000,
+  reconnectIntervalMs: 30_000,
   deadReapMs: 15 * 60_000,
   tombstoneRetentionMs: 24 * 3600_000,
 });
@@ -78,6 +84,11 @@ export interface Limits {
   readonly rateLimitBurst: number;
   /** Packets whose send time differs from ours by more than this are dropped as replays. */
   readonly maxClockSkewMs: number;
+  /**
+   * Exact duplicate packets (same nonce) seen within this window are dropped. Older replays within
+   * the clock-skew bound are harmless: every message is idempotent (incarnations, versions, seqs).
+   */
+  readonly replayWindowMs: number;
   /** Broadcasts queued beyond this are dropped (most transmitted first). */
   readonly maxQueuedBroadcasts: number;
   /** TCP requests served at once; more are refused. */
@@ -95,7 +106,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxNameBytes: 128,
   rateLimitPerSec: 2000,
   rateLimitBurst: 4000,
-  maxClockSkewMs: 5 * 60_000,
+  maxClockSkewMs: 2 * 60_000,
+  replayWindowMs: 30_000,
   maxQueuedBroadcasts: 4096,
   maxConcurrentStreams: 32,
 });
