@@ -222,12 +222,24 @@ export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu
     onPodsChanged: (pods) => agent.setLocalPods(pods),
   });
   agent.setLocalPods(ipam.pods());
-  try {
-    const d = await handler.drainDelQueue();
-    if (d.drained + d.failed + d.dropped > 0) logger.info(d, 'drained queued CNI DELs');
-  } catch (err) {
-    logger.error({ err }, 'cannot drain the CNI DEL queue; retrying at the next resync');
-  }
+  // DELs the plugin queued while the agent was down: released now, and again on every resync in
+  // case the plugin queued one during a short API outage.
+  let draining = false;
+  const drain = async (): Promise<void> => {
+    if (draining) return;
+    draining = true;
+    try {
+      const d = await handler.drainDelQueue();
+      if (d.drained + d.failed + d.dropped > 0) logger.info(d, 'drained queued CNI DELs');
+    } catch (err) {
+      logger.error({ err }, 'cannot drain the CNI DEL queue; retrying at the next resync');
+    } finally {
+      draining = false;
+    }
+  };
+  await drain();
+  const timer = setInterval(() => void drain(), config.resyncMs);
+  timer.unref();
   for (const r of handler.routes()) api.route(r.method, r.path, r.handler);
   return {
     handler,
@@ -238,6 +250,8 @@ export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu
       }
       await handler.ensureBridge();
     },
-    async close() {},
+    async close() {
+      clearInterval(timer);
+    },
   };
 }

@@ -51,11 +51,10 @@ export function createLogger(config: Pick<Config, 'logLevel' | 'name'>, destinat
 export async function runAgent(config: Config, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
   const logger = opts.logger ?? createLogger(config);
   const log = logger.child({ component: 'agent' });
-  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  await mkdir(config.runDir, { recursive: true, mode: 0o755 });
-
   if (!config.meshKeyFile) throw new Error('agent: --mesh-key-file (WEFT_MESH_KEY_FILE) is required: gossip is always encrypted');
   const meshKey = await requireSecretFile(config.meshKeyFile);
+  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.runDir, { recursive: true, mode: 0o755 });
   const wgKey = await loadOrCreatePrivateKey(join(config.stateDir, 'wg.key'));
   const identitySeed = await loadOrCreateSecretFile(join(config.stateDir, 'identity.key'));
   if (wgKey.created) log.info({ publicKey: wgKey.publicKey }, 'created a new WireGuard key');
