@@ -57,3 +57,45 @@ export function fakeUpstream(host: string, port: number, ip: string, opts: { sil
     }));
   });
 }
+
+/** A fake upstream that answers over UDP truncated (TC, no answers) and over TCP in full (`count` A records). */
+export async function truncatingUpstream(host: string, count: number): Promise<FakeUpstream & { tcpQueries: number }> {
+  const udp = dgram.createSocket('udp4');
+  const ids: number[] = [];
+  const state = { tcpQueries: 0 };
+  const answer = (q: dnsPacket.DecodedPacket, tc: boolean) => dnsPacket.encode({
+    id: q.id, type: 'response', flags: dnsPacket.RECURSION_AVAILABLE | (tc ? dnsPacket.TRUNCATED_RESPONSE : 0), questions: q.questions,
+    answers: tc ? [] : Array.from({ length: count }, (_, i) => ({ name: q.questions![0].name, type: 'A' as const, ttl: 60, data: `198.18.0.${i + 1}` })),
+  });
+  udp.on('message', (m, r) => {
+    const q = dnsPacket.decode(m);
+    ids.push(q.id ?? -1);
+    udp.send(answer(q, true), r.port, r.address);
+  });
+  await new Promise<void>((resolve) => udp.bind(0, host, () => resolve()));
+  const port = udp.address().port;
+  const tcp = net.createServer((c) => {
+    let buf = Buffer.alloc(0);
+    c.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
+        state.tcpQueries++;
+        const q = dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        const a = answer(q, false);
+        const framed = Buffer.alloc(a.length + 2);
+        framed.writeUInt16BE(a.length, 0);
+        a.copy(framed, 2);
+        c.end(framed);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => tcp.listen(port, host, () => resolve()));
+  return {
+    port, ids,
+    get tcpQueries() { return state.tcpQueries; },
+    close: async () => {
+      await new Promise<void>((r) => udp.close(() => r()));
+      await new Promise<void>((r) => tcp.close(() => r()));
+    },
+  };
+}

@@ -12,7 +12,7 @@ import { DnsServer, registerDnsMetrics, type DnsServerOptions } from '../../src/
 import { Forwarder } from '../../src/dns/forwarder.ts';
 import { buildTable } from '../../src/dns/table.ts';
 import { decode, nodeInfo, query, sampleTable } from './fixtures.ts';
-import { fakeUpstream, tcpExchange, udpExchange, type FakeUpstream } from './net-helpers.ts';
+import { fakeUpstream, tcpExchange, truncatingUpstream, udpExchange, type FakeUpstream } from './net-helpers.ts';
 
 const logger = pino({ level: 'silent' });
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -152,6 +152,32 @@ describe('DnsServer on loopback', () => {
     expect(server.stats().dropped.tcpLimit).toBeGreaterThanOrEqual(2);
   });
 
+  it('answers pipelined TCP queries on one connection', async () => {
+    const { port } = await startServer();
+    const c = net.connect({ host: '127.0.0.1', port });
+    cleanups.push(() => { c.destroy(); });
+    const frames = [1, 2, 3].map((id) => {
+      const q = query(id === 2 ? 'api.default.pod.weft.local' : 'web.default.pod.weft.local', 'A', { id });
+      const f = Buffer.alloc(q.length + 2);
+      f.writeUInt16BE(q.length, 0);
+      q.copy(f, 2);
+      return f;
+    });
+    await new Promise((r) => c.on('connect', r));
+    c.write(Buffer.concat(frames));
+    const got: number[] = [];
+    let buf = Buffer.alloc(0);
+    await new Promise<void>((resolve) => c.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
+        got.push(decode(buf.subarray(2, 2 + buf.readUInt16BE(0))).id!);
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+      }
+      if (got.length === 3) resolve();
+    }));
+    expect(got.sort()).toEqual([1, 2, 3]);
+  });
+
   it('exposes counters on a prom-client registry', async () => {
     const { server, port } = await startServer();
     await udpExchange('127.0.0.1', port, query('web.default.pod.weft.local', 'A'));
@@ -235,6 +261,20 @@ describe('forwarding through the server', () => {
     expect(await ask()).toMatchObject({ data: '192.0.2.77' });
     await writeFile(file, 'nameserver 127.0.0.6\nnameserver 127.0.0.7\n');
     await expect.poll(() => fwd.upstreams().length, { timeout: 3000, interval: 50 }).toBe(2);
+  });
+
+  it('passes a truncated upstream answer to UDP clients and retries over TCP for TCP clients', async () => {
+    const up = await truncatingUpstream('127.0.0.12', 80);
+    cleanups.push(() => up.close());
+    const fwd = await startForwarder(await tempResolvConf('nameserver 127.0.0.12\n'), up.port);
+    const { port } = await startServer({ forwarder: fwd });
+    const u = decode((await udpExchange('127.0.0.1', port, query('big.example', 'A', { id: 31 })))!);
+    expect(u).toMatchObject({ id: 31, flag_tc: true });
+    expect(up.tcpQueries).toBe(0);
+    const t = decode(await tcpExchange('127.0.0.1', port, query('big.example', 'A', { id: 32 })));
+    expect(t).toMatchObject({ id: 32, flag_tc: false });
+    expect(t.answers).toHaveLength(80);
+    expect(up.tcpQueries).toBe(1);
   });
 
   it('never forwards to itself', async () => {
