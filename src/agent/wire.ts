@@ -20,6 +20,8 @@ import type { DatapathPort, HostNetPort } from './ports.ts';
 import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
 import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
+import { mergeKubeSnapshot } from './kube.ts';
+import { startKubeSource } from '../k8s/start.ts';
 import { detectUnderlay, enableForwarding, endpointOf } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Dns } from './components.ts';
 
@@ -48,7 +50,8 @@ export function createLogger(config: Pick<Config, 'logLevel' | 'name'>, destinat
  * (CNI calls get "try again later" until the block is settled), mesh + agent start (claims the block,
  * publishes, first reconcile), then CNI routes, DEL-queue drain and DNS.
  */
-export async function runAgent(config: Config, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
+export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
+  let config = flagConfig;
   const logger = opts.logger ?? createLogger(config);
   const log = logger.child({ component: 'agent' });
   if (!config.meshKeyFile) throw new Error('agent: --mesh-key-file (WEFT_MESH_KEY_FILE) is required: gossip is always encrypted');
@@ -62,6 +65,17 @@ export async function runAgent(config: Config, opts: { logger?: Logger } = {}): 
 
   const underlay = await detectUnderlay(config.listenAddr, [config.ifname]);
   log.info({ addr: underlay.addr, ifname: underlay.ifname, mtu: underlay.mtu }, 'underlay');
+
+  // Kubernetes (in a pod, or with --kubeconfig): wait a bounded time for the node's podCIDR and
+  // the other nodes as seeds; without it the agent runs from flags and the mesh alone.
+  const kube = startKubeSource(config, logger);
+  if (kube) {
+    const snap = await kube.waitForSync(10_000);
+    const merged = mergeKubeSnapshot(config, snap);
+    config = merged.config;
+    log.info({ synced: snap.synced, podCIDRsFrom: merged.podCIDRsFrom, podCIDRs: config.podCIDRs, addedSeeds: merged.addedSeeds }, 'kubernetes source');
+    for (const why of merged.ignored) log.warn({ why }, 'ignored a value from kubernetes');
+  }
 
   const health = new Health({ clock: Date.now, maxLoopAgeMs: Math.max(3 * config.resyncMs, 60_000) });
   let mesh: MeshHandle | undefined;
@@ -131,6 +145,8 @@ export async function runAgent(config: Config, opts: { logger?: Logger } = {}): 
     agentRef = agent;
     await agent.start();
     cleanups.unshift(() => agent.stop({ leave: true }));
+    // Informational Node annotations (the mesh stays the source of truth).
+    if (kube && agent.self) kube.setNodeAnnotations({ publicKey: wgKey.publicKey, meshIP: agent.self.meshIP });
 
     const podMTU = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
     cni = await mountCni(api, config, agent, podMTU, logger.child({ component: 'cni' }));
@@ -145,10 +161,12 @@ export async function runAgent(config: Config, opts: { logger?: Logger } = {}): 
         await agent.stop({ leave: true });
         await api.close();
         await cni?.close();
+        await kube?.stop();
       },
     };
   } catch (err) {
     for (const c of cleanups) await c().catch(() => {});
+    await kube?.stop().catch(() => {});
     throw err;
   }
 }
