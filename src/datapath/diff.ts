@@ -15,6 +15,21 @@ import { RT_TABLE_MAIN, WEFT_FALLBACK_METRIC, WEFT_RT_PROTO, type RtLink, type R
 const canonCIDR = (c: string): string => canonicalCIDR(c, false) ?? c;
 const canonEndpoint = (e: string | undefined): string | undefined => (e === undefined ? undefined : (canonicalEndpoint(e) ?? e));
 
+/** Same strings as sets, for the small lists of allowed IPs (no allocation for short lists). */
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  if (a.length <= 8) {
+    for (const x of a) if (!b.includes(x)) return false;
+    for (const x of b) if (!a.includes(x)) return false;
+    return true;
+  }
+  const sb = new Set(b);
+  const sa = new Set(a);
+  if (sa.size !== sb.size) return false;
+  for (const x of sa) if (!sb.has(x)) return false;
+  return true;
+}
+
 /**
  * Peer updates turning `current` into `desired`: removals of undesired peers, then creations and
  * minimal changes (endpoint only when a desired one is given and differs; keepalive when it
@@ -30,11 +45,10 @@ export function diffPeers(desired: readonly DesiredPeer[], current: readonly WgP
   for (const key of [...want.keys()].sort()) {
     const d = want.get(key)!;
     const c = have.get(key);
-    const wantIPs = [...new Set(d.allowedIPs.map(canonCIDR))].sort(compareCIDR);
     if (!c) {
       changes.push({
         publicKey: key,
-        allowedIPs: wantIPs,
+        allowedIPs: [...new Set(d.allowedIPs.map(canonCIDR))].sort(compareCIDR),
         ...(d.endpoint !== undefined ? { endpoint: canonEndpoint(d.endpoint) } : {}),
         ...(d.persistentKeepalive > 0 ? { persistentKeepalive: d.persistentKeepalive } : {}),
       });
@@ -44,25 +58,32 @@ export function diffPeers(desired: readonly DesiredPeer[], current: readonly WgP
     // the next pass sees it missing and creates it whole.
     const u: { -readonly [K in keyof WgPeerUpdate]: WgPeerUpdate[K] } = { publicKey: key, updateOnly: true };
     let touched = false;
-    const de = canonEndpoint(d.endpoint);
-    if (de !== undefined && de !== canonEndpoint(c.endpoint)) {
-      u.endpoint = de;
-      touched = true;
+    // Fast paths compare the raw strings first (planner and backends both emit canonical text);
+    // parsing happens only when they differ, which keeps a 1,000-peer no-op diff cheap.
+    if (d.endpoint !== undefined && d.endpoint !== c.endpoint) {
+      const de = canonEndpoint(d.endpoint);
+      if (de !== canonEndpoint(c.endpoint)) {
+        u.endpoint = de;
+        touched = true;
+      }
     }
     if (d.persistentKeepalive !== c.persistentKeepalive) {
       u.persistentKeepalive = d.persistentKeepalive;
       touched = true;
     }
-    const haveIPs = new Set(c.allowedIPs.map(canonCIDR));
-    const missing = wantIPs.filter((ip) => !haveIPs.has(ip));
-    const extra = [...haveIPs].some((ip) => !wantIPs.includes(ip));
-    if (extra) {
-      u.allowedIPs = wantIPs;
-      u.replaceAllowedIPs = true;
-      touched = true;
-    } else if (missing.length > 0) {
-      u.allowedIPs = missing;
-      touched = true;
+    if (!sameStrings(d.allowedIPs, c.allowedIPs)) {
+      const wantIPs = [...new Set(d.allowedIPs.map(canonCIDR))].sort(compareCIDR);
+      const haveIPs = new Set(c.allowedIPs.map(canonCIDR));
+      const missing = wantIPs.filter((ip) => !haveIPs.has(ip));
+      const extra = [...haveIPs].some((ip) => !wantIPs.includes(ip));
+      if (extra) {
+        u.allowedIPs = wantIPs;
+        u.replaceAllowedIPs = true;
+        touched = true;
+      } else if (missing.length > 0) {
+        u.allowedIPs = missing;
+        touched = true;
+      }
     }
     if (touched) changes.push(u);
   }

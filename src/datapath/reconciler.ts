@@ -4,12 +4,19 @@
  * arrive meanwhile coalesced into one more pass over the newest state. A periodic resync repeats
  * the last state to repair drift. Errors are logged and counted and the stage is retried at the
  * next trigger or resync; nothing is ever thrown out of the loop.
+ *
+ * Reads. A resync always reads the whole WireGuard device and diffs against it. An `apply` may
+ * instead diff against the device as weft last read and patched it (kept in memory), when that
+ * model is younger than `trustMs` and the interface still has the same ifindex (a restarted
+ * wireguard-go or a recreated link forces a real read). Reading 1,000 peers over UAPI costs tens of
+ * milliseconds; this keeps a one-peer change to one write and no read, while drift by hand is
+ * still repaired within one resync period, exactly as without the model.
  */
 import type { Logger } from 'pino';
 import type { DesiredState } from '../model.ts';
-import type { WireGuardBackend } from '../wireguard/backend.ts';
+import type { WgDevice, WireGuardBackend } from '../wireguard/backend.ts';
 import { publicKeyFromPrivate } from '../wireguard/keys.ts';
-import { diffAddresses, diffDevice, diffLink, diffRoutes, isEmptyUpdate, updateWrites } from './diff.ts';
+import { applyDeviceUpdate, diffAddresses, diffDevice, diffLink, diffRoutes, isEmptyUpdate, updateWrites } from './diff.ts';
 import { WEFT_RT_PROTO, type RtNetlink } from './rtnetlink.ts';
 
 /** A reconcile stage failed; `stage` says which (device, link, addresses, routes, uninstall). */
@@ -40,6 +47,11 @@ export interface DatapathReconcilerOptions {
   /** Monotonic milliseconds, for durations only. Default `performance.now`. */
   readonly now?: () => number;
   readonly timers?: ResyncTimers;
+  /**
+   * How long (ms) `apply` may trust the in-memory model of the device instead of reading it.
+   * Default: `resyncMs` (0 = always read).
+   */
+  readonly trustMs?: number;
 }
 
 /** Outcome of one reconcile pass. */
@@ -52,12 +64,16 @@ export interface ReconcileResult {
   readonly errors: readonly DatapathError[];
   /** True when the reconciler was stopped before this trigger ran. */
   readonly skipped?: boolean;
+  /** Milliseconds per stage (device, link, addresses, routes), for benchmarks and debug logs. */
+  readonly stageMs?: Readonly<Record<string, number>>;
 }
 
 /** Counters for status and metrics. */
 export interface DatapathStats {
   /** Reconcile passes run (each covers every trigger coalesced into it). */
   readonly reconciles: number;
+  /** Full reads of the WireGuard device (every resync, and applies without a fresh model). */
+  readonly deviceReads: number;
   /** Passes with at least one failed stage. */
   readonly errors: number;
   /** Writes issued in total (see {@link ReconcileResult.writes}). */
@@ -95,7 +111,12 @@ export class DatapathReconciler {
   private waiters: ((r: ReconcileResult) => void)[] = [];
   private timer: unknown;
   private stopped = false;
-  private counters = { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0, coalesced: 0, foreignRoutesReplaced: 0 };
+  private counters = { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0, coalesced: 0, foreignRoutesReplaced: 0, deviceReads: 0 };
+  private readonly trustMs: number;
+  /** The device as last read and patched, with the ifindex of its link at that time. */
+  private model: { ifname: string; ifindex: number; device: WgDevice; readAt: number } | undefined;
+  /** A resync asked for a real read; the next pass takes it. */
+  private fullRead = false;
   private lastError: string | undefined;
 
   constructor(opts: DatapathReconcilerOptions) {
@@ -108,6 +129,8 @@ export class DatapathReconciler {
     this.resyncMs = opts.resyncMs;
     this.now = opts.now ?? (() => performance.now());
     this.timers = opts.timers ?? defaultTimers;
+    this.trustMs = opts.trustMs ?? this.resyncMs;
+    if (!Number.isFinite(this.trustMs) || this.trustMs < 0) throw new DatapathError('config', `datapath: trustMs ${opts.trustMs} is not a non-negative number`);
   }
 
   /** This node's WireGuard public key (derived from the private key). */
@@ -135,6 +158,7 @@ export class DatapathReconciler {
   /** Reconciles the last applied state again (what the periodic timer calls). Null before the first apply. */
   resync(): Promise<ReconcileResult> | null {
     if (!this.desired || this.stopped) return null;
+    this.fullRead = true;
     return this.trigger();
   }
 
@@ -224,37 +248,56 @@ export class DatapathReconciler {
     const errors: DatapathError[] = [];
     let writes = 0;
     const ifname = desired.ifname;
+    const stageMs: Record<string, number> = {};
     const stage = async (name: string, fn: () => Promise<number>) => {
+      const ts = this.now();
       try {
         writes += await fn();
       } catch (err) {
         const e = err instanceof DatapathError ? err : new DatapathError(name, `datapath: ${name} ${ifname}: ${msg(err)}`, { cause: err });
         errors.push(e);
         this.log.warn({ err: e, stage: name, ifname }, 'datapath stage failed; retrying at the next resync');
+      } finally {
+        stageMs[name] = this.now() - ts;
       }
     };
 
+    const full = this.fullRead;
+    this.fullRead = false;
     await stage('device', async () => {
       let w = 0;
-      let dev = await this.wg.getDevice(ifname);
+      let dev = await this.cachedDevice(ifname, full);
+      // The model keeps the time of the real read it descends from, so trust never extends itself.
+      const readAt = dev ? this.model!.readAt : this.now();
       if (!dev) {
-        await this.wg.ensureDevice(ifname);
-        w++;
+        this.counters.deviceReads++;
         dev = await this.wg.getDevice(ifname);
-        if (!dev) throw new DatapathError('device', `datapath: device ${ifname}: missing right after it was created`);
-        this.log.info({ ifname, backend: this.wg.kind }, 'created WireGuard interface');
+        if (!dev) {
+          await this.wg.ensureDevice(ifname);
+          w++;
+          dev = await this.wg.getDevice(ifname);
+          if (!dev) throw new DatapathError('device', `datapath: device ${ifname}: missing right after it was created`);
+          this.log.info({ ifname, backend: this.wg.kind }, 'created WireGuard interface');
+        }
+        this.model = undefined;
       }
       const update = diffDevice(desired, dev, this.keys);
+      let after = dev;
       if (!isEmptyUpdate(update)) {
+        this.model = undefined; // a failed or partial set leaves the device unknown
         await this.wg.setDevice(ifname, update);
         w += updateWrites(update);
+        after = applyDeviceUpdate(dev, update, () => this.keys.publicKey);
         this.log.debug(
           { ifname, peers: update.peers?.length ?? 0, removed: update.peers?.filter((p) => p.remove).length ?? 0, key: update.privateKey !== undefined, port: update.listenPort },
           'patched WireGuard device',
         );
       }
+      const link = await this.rt.getLink(ifname);
+      this.model = link && this.trustMs > 0 ? { ifname, ifindex: link.index, device: after, readAt } : undefined;
       return w;
     });
+    if (errors.some((e) => e.stage === 'device')) this.model = undefined;
 
     let linkOk = false;
     await stage('link', async () => {
@@ -266,7 +309,7 @@ export class DatapathReconciler {
       await this.rt.setLink(ifname, change);
       return 1;
     });
-    if (!linkOk) return this.finish(t0, writes, errors);
+    if (!linkOk) return this.finish(t0, writes, errors, stageMs);
 
     await stage('addresses', async () => {
       const { add, del } = diffAddresses(desired.addresses, await this.rt.listAddresses(ifname));
@@ -303,10 +346,19 @@ export class DatapathReconciler {
       return w;
     });
 
-    return this.finish(t0, writes, errors);
+    return this.finish(t0, writes, errors, stageMs);
   }
 
-  private finish(t0: number, writes: number, errors: DatapathError[]): ReconcileResult {
+  /** The trusted model of the device, or null when a real read is needed. */
+  private async cachedDevice(ifname: string, full: boolean): Promise<WgDevice | null> {
+    const m = this.model;
+    if (full || !m || m.ifname !== ifname || this.now() - m.readAt >= this.trustMs) return null;
+    const link = await this.rt.getLink(ifname);
+    if (!link || link.index !== m.ifindex) return null;
+    return m.device;
+  }
+
+  private finish(t0: number, writes: number, errors: DatapathError[], stageMs: Record<string, number>): ReconcileResult {
     const durationMs = this.now() - t0;
     this.counters.reconciles++;
     this.counters.writes += writes;
@@ -318,7 +370,7 @@ export class DatapathReconciler {
       this.lastError = undefined;
       if (writes > 0) this.log.info({ writes, durationMs: Math.round(durationMs * 10) / 10 }, 'datapath reconciled');
     }
-    return { ok: errors.length === 0, writes, durationMs, errors };
+    return { ok: errors.length === 0, writes, durationMs, errors, stageMs };
   }
 }
 

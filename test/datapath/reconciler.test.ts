@@ -258,6 +258,65 @@ describe('DatapathReconciler', () => {
     await rec.stop();
   });
 
+  describe('the trusted device model', () => {
+    it('apply diffs against the model (no read); resync always reads and repairs drift', async () => {
+      let t = 0;
+      const fake = new FakeWireGuardBackend();
+      const rt = new FakeRtNetlink();
+      const rec = new DatapathReconciler({ wg: linkFakes(fake, rt), rt, logger, privateKey: self.privateKey, resyncMs: 30_000, now: () => t });
+      const want = state(peers(5));
+      await rec.apply(want);
+      expect(rec.stats().deviceReads).toBe(1);
+      fake.resetCounters();
+      expect(await rec.apply(state(peers(5, (i) => (i === 2 ? { endpoint: '192.0.2.99:1' } : {}))))).toMatchObject({ ok: true, writes: 1 });
+      expect(fake.counters.reads).toBe(0);
+      // Drift by hand is not seen by an apply within the trust window...
+      fake.driftRemovePeer('weft0', want.peers[0]!.publicKey);
+      expect(await rec.apply(want)).toMatchObject({ ok: true, writes: 1 });
+      expect((await fake.getDevice('weft0'))!.peers).toHaveLength(4);
+      // ...but the resync reads and repairs it.
+      expect(await rec.resync()).toMatchObject({ ok: true, writes: 1 });
+      expect((await fake.getDevice('weft0'))!.peers).toHaveLength(5);
+      expect(rec.stats().deviceReads).toBe(2);
+      // Trust expires after trustMs (default resyncMs) of the last real read, whatever was applied since.
+      t += 29_999;
+      await rec.apply(want);
+      expect(rec.stats().deviceReads).toBe(2);
+      t += 1;
+      await rec.apply(want);
+      expect(rec.stats().deviceReads).toBe(3);
+    });
+
+    it('a recreated interface (new ifindex) forces a real read', async () => {
+      const { fake, rt, rec } = setup();
+      await rec.apply(state(peers(3)));
+      fake.driftDeleteDevice('weft0');
+      await rt.deleteLink('weft0');
+      await fake.ensureDevice('weft0');
+      rt.createLink('weft0', { kind: 'wireguard' });
+      expect(await rec.apply(state(peers(3)))).toMatchObject({ ok: true });
+      expect(rec.stats().deviceReads).toBe(2);
+      expect((await fake.getDevice('weft0'))!.peers).toHaveLength(3);
+    });
+
+    it('a failed set drops the model; trustMs 0 reads every time', async () => {
+      const { fake, rec } = setup();
+      await rec.apply(state(peers(3)));
+      fake.injectFailure({ op: 'set', afterPeers: 1 });
+      expect((await rec.apply(state(peers(6)))).ok).toBe(false);
+      expect((await rec.apply(state(peers(6)))).ok).toBe(true);
+      expect(rec.stats().deviceReads).toBe(2);
+      expect((await fake.getDevice('weft0'))!.peers).toHaveLength(6);
+
+      const f2 = new FakeWireGuardBackend();
+      const rt2 = new FakeRtNetlink();
+      const r2 = new DatapathReconciler({ wg: linkFakes(f2, rt2), rt: rt2, logger, privateKey: self.privateKey, resyncMs: 30_000, trustMs: 0 });
+      await r2.apply(state(peers(2)));
+      await r2.apply(state(peers(2)));
+      expect(r2.stats().deviceReads).toBe(2);
+    });
+  });
+
   it('rejects a bad private key at construction', () => {
     expect(() => new DatapathReconciler({ wg: new FakeWireGuardBackend(), rt: new FakeRtNetlink(), logger, privateKey: 'nope', resyncMs: 1000 })).toThrow();
   });
