@@ -7,6 +7,8 @@
 interface Item {
   readonly id: string;
   readonly msg: Uint8Array;
+  /** Queue order: higher is newer. */
+  readonly seq: number;
   transmits: number;
   live: boolean;
   readonly onDone: (() => void) | undefined;
@@ -17,6 +19,7 @@ export class BroadcastQueue {
   private buckets: Item[][] = [];
   private readonly byId = new Map<string, Item>();
   private readonly maxItems: number;
+  private seq = 0;
   /** Broadcasts dropped because the queue was full. */
   dropped = 0;
 
@@ -34,7 +37,7 @@ export class BroadcastQueue {
     const old = this.byId.get(id);
     if (old) this.finish(old);
     if (this.byId.size >= this.maxItems) this.evictOne();
-    const item: Item = { id, msg, transmits: 0, live: true, onDone };
+    const item: Item = { id, msg, seq: this.seq++, transmits: 0, live: true, onDone };
     this.byId.set(id, item);
     (this.buckets[0] ??= []).push(item);
   }
@@ -94,9 +97,16 @@ export class BroadcastQueue {
       keep.reverse();
       this.buckets[t] = keep;
     }
+    // Re-file keeping each bucket ordered by queue order, newest last (taken first).
     for (const it of moved) {
-      if (it.transmits >= limit) this.finish(it);
-      else (this.buckets[it.transmits] ??= []).push(it);
+      if (it.transmits >= limit) {
+        this.finish(it);
+        continue;
+      }
+      const b = (this.buckets[it.transmits] ??= []);
+      let i = b.length;
+      while (i > 0 && b[i - 1]!.seq > it.seq) i--;
+      b.splice(i, 0, it);
     }
     return out;
   }

@@ -115,6 +115,9 @@ export const SEAL_OVERHEAD = 1 + nacl.secretbox.nonceLength + nacl.secretbox.ove
  */
 export class Keyring {
   private keys: Uint8Array[] = [];
+  /** Random bytes drawn in bulk (one syscall per 1024 nonces); each nonce is used once. */
+  private noncePool = new Uint8Array(0);
+  private noncePos = 0;
 
   /** Creates a keyring whose primary is `primary`, with `others` also accepted for opening. */
   constructor(primary: Uint8Array, others: readonly Uint8Array[] = []) {
@@ -163,8 +166,13 @@ export class Keyring {
 
   /** Seals `plain` with the primary key and a fresh random nonce: `[version][nonce][box]`. */
   seal(plain: Uint8Array): Uint8Array {
-    const nonce = new Uint8Array(nacl.secretbox.nonceLength);
-    randomFillSync(nonce);
+    const len = nacl.secretbox.nonceLength;
+    if (this.noncePos + len > this.noncePool.length) {
+      this.noncePool = randomFillSync(new Uint8Array(len * 1024));
+      this.noncePos = 0;
+    }
+    const nonce = this.noncePool.subarray(this.noncePos, this.noncePos + len);
+    this.noncePos += len;
     const box = nacl.secretbox(plain, nonce, this.keys[0]!);
     const out = new Uint8Array(1 + nonce.length + box.length);
     out[0] = SEAL_VERSION;

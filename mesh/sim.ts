@@ -216,7 +216,8 @@ export class SimNetwork {
     this.totalPackets++;
     if (!this.reachable(from.addr, to.addr)) return;
     if (this.loss > 0 && this.random() < this.loss) return;
-    const copy = new Uint8Array(data);
+    // No copy: transports hand over freshly sealed buffers and never reuse them.
+    const copy = data;
     this.clock.setTimeout(() => {
       if (!this.reachable(from.addr, to.addr)) return;
       const dst = this.endpoints.get(key(to));
