@@ -1,11 +1,12 @@
 /**
- * `weft lab demo` (what `npm run lab` runs): 3 nodes x 2 pods, ping and a TCP transfer across
+ * `weft lab demo` (what `npm run lab` runs): 3 nodes x 2 pods, ping, curl and a TCP transfer across
  * nodes, an underlay capture during that traffic showing only WireGuard UDP, then `weft status` of
  * a node; tears the lab down unless `keep`.
  */
 import { join } from 'node:path';
-import { Lab, renderLab } from './lab.ts';
+import { Lab, renderLab, waitFor } from './lab.ts';
 import type { CaptureSummary } from './pcap.ts';
+import { checkRequirements } from './host.ts';
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -37,6 +38,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     o.out(`${cond ? 'ok  ' : 'FAIL'} ${what}\n`);
     if (!cond) ok = false;
   };
+  await checkRequirements(lab.host.runner, o.backend, ['ping', 'curl', 'iperf3', 'tcpdump']);
   try {
     const meta = await lab.up({ nodes: 3, podsPerNode: 2, backend: o.backend });
     o.out(`\n${renderLab(meta.nodes, meta.pods)}\n`);
@@ -51,6 +53,15 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
       const line = r.stdout.split('\n').find((l) => l.includes('packets transmitted')) ?? r.stderr.trim();
       check(r.code === 0, `ping ${a.netns} (${a.ip}) -> ${dst.netns} (${dst.ip}): ${line.trim()}`);
     }
+
+    const web = b;
+    await lab.spawnIn(web.netns, lab.probeArgv('http', '8080', `hello from pod ${web.netns} (${web.ip})`), 'demo-http');
+    const curl = await waitFor('the HTTP server', 10_000, async () => {
+      const r = await lab.exec(a.netns, ['curl', '-sS', '--max-time', '3', `http://${web.ip}:8080/`], { check: false });
+      return r.code === 0 ? r : undefined;
+    }, 200).catch((err: Error) => ({ code: 1, stdout: '', stderr: err.message }));
+    check(curl.code === 0, `curl ${a.netns} -> http://${web.ip}:8080/: ${(curl.stdout || curl.stderr).trim()}`);
+    await lab.host.stopProcesses('demo-http');
 
     const server = c;
     await lab.spawnIn(server.netns, ['iperf3', '-s', '-1', '-p', '5201'], 'demo-iperf');

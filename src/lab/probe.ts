@@ -4,12 +4,14 @@
  * demo and the end-to-end tests need nothing beyond Node:
  *
  * - `serve <port>`: echo server on 0.0.0.0, runs until killed.
+ * - `http <port> <text>`: HTTP server on 0.0.0.0 answering every GET with `<text>` (for curl).
  * - `check <host:port,...> [bytes]`: for each target, connect, send `bytes` random bytes, expect the
  *   same bytes back; prints one JSON line `[{target, ok, error?}]`. Exits 0 (results are in the JSON).
  * - `stream <host:port> <seconds>`: keeps ONE connection open for that long, sending a sequence
  *   number every 50 ms and checking each echo; prints `{sent, received, error?, maxGapMs}`. Exits 0
  *   when every message came back on the same connection, 1 otherwise.
  */
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 
@@ -28,6 +30,15 @@ function serve(port: number): void {
     sock.pipe(sock);
   });
   server.listen(port, '0.0.0.0', () => process.stdout.write(`probe: echo server on :${port}\n`));
+}
+
+function http(port: number, text: string): void {
+  const body = `${text}\n`;
+  createHttpServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }).listen(port, '0.0.0.0', () => process.stdout.write(`probe: http server on :${port}\n`));
 }
 
 function checkOne(t: string, bytes: number, timeoutMs: number): Promise<{ target: string; ok: boolean; error?: string }> {
@@ -133,12 +144,16 @@ async function main(argv: string[]): Promise<number> {
     serve(Number(a));
     return -1;
   }
+  if (mode === 'http' && a) {
+    http(Number(a), b ?? 'hello from weft');
+    return -1;
+  }
   if (mode === 'check' && a) {
     await check(a, b ? Number(b) : 65536);
     return 0;
   }
   if (mode === 'stream' && a && b) return stream(a, Number(b));
-  process.stderr.write('usage: probe.ts serve <port> | check <host:port,...> [bytes] | stream <host:port> <seconds>\n');
+  process.stderr.write('usage: probe.ts serve <port> | http <port> [text] | check <host:port,...> [bytes] | stream <host:port> <seconds>\n');
   return 2;
 }
 

@@ -4,7 +4,7 @@
  * after a crashed `up`, and two labs with different prefixes must not disturb each other.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkRequirements, LabHost, LabRequirementError, LabStateError, NODE_MOUNTPOINTS, systemRunner, type Runner } from '../../src/lab/host.ts';
 
@@ -186,6 +186,7 @@ setInterval(() => {}, 1000);
     });
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
+    rmSync(script, { force: true });
     const crashed = new LabHost({ prefix, termGraceMs: 1000 });
     const state = await crashed.load();
     const sleepPid = state!.objects.find((o) => o.kind === 'process')!;
