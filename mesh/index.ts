@@ -39,6 +39,7 @@ export function createMesh(opts: MeshOptions): Mesh {
       bindPort: opts.bindPort,
       maxPacketBytes: opts.limits?.maxPacketBytes ?? DEFAULT_LIMITS.maxPacketBytes,
       maxFrameBytes: opts.limits?.maxStreamBytes ?? DEFAULT_LIMITS.maxStreamBytes,
+      maxConnections: opts.limits?.maxConcurrentStreams ?? DEFAULT_LIMITS.maxConcurrentStreams,
     });
   return new Mesh(opts, transport);
 }

@@ -833,7 +833,8 @@ export class Mesh implements MeshHandle {
 
   private mergeRemoteState(members: readonly MemberRecordWire[], entries: readonly SignedEntry[]): void {
     for (const rec of members) {
-      if (rec.state === 'alive' || rec.state === 'suspect' || !this.members.get(rec.alive.name)) this.handleAlive(rec.alive, false);
+      // Unknown members reported dead or left are not learned (memberlist does the same).
+      if (rec.state === 'alive' || rec.state === 'suspect') this.handleAlive(rec.alive, false);
     }
     for (const rec of members) {
       const name = rec.alive.name;

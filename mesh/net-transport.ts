@@ -15,6 +15,8 @@ export interface NetTransportOptions {
   readonly bindPort: number;
   readonly maxPacketBytes: number;
   readonly maxFrameBytes: number;
+  /** Server side: concurrent incoming connections (each may buffer up to maxFrameBytes). Default 64. */
+  readonly maxConnections?: number;
   /** Server side: idle time after which an incoming connection is dropped. */
   readonly serverTimeoutMs?: number;
 }
@@ -87,7 +89,7 @@ export class NetTransport implements Transport {
     const type = isIPv6(this.o.bindAddr) ? 'udp6' : 'udp4';
     // Bind TCP first (port 0 -> pick one), then UDP on the same port.
     const server = net.createServer((sock) => this.serve(sock, h));
-    server.maxConnections = 256;
+    server.maxConnections = this.o.maxConnections ?? 64;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.o.bindPort, this.o.bindAddr, () => {

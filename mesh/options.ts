@@ -95,10 +95,10 @@ export interface Limits {
   readonly maxConcurrentStreams: number;
 }
 
-/** Default limits: 1400-byte datagrams, 64 KiB entries, 16384 members. */
+/** Default limits: 1400-byte datagrams, 16 MiB stream frames, 64 KiB entries, 16384 members. */
 export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxPacketBytes: 1400,
-  maxStreamBytes: 64 * 1024 * 1024,
+  maxStreamBytes: 16 * 1024 * 1024,
   maxMembers: 16_384,
   maxEntriesPerMember: 1024,
   maxEntryPayloadBytes: 64 * 1024,
