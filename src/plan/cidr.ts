@@ -3,6 +3,7 @@
  * engineer's exact bigint arithmetic (`src/ipam/cidr.ts`): non-throwing canonicalizers, a total
  * order for deterministic output, and strict "ip:port" endpoint parsing. Pure.
  */
+import { isIPv4 } from 'node:net';
 import { formatAddr, formatCidr, parseAddr, parseCidr, type Cidr } from '../ipam/cidr.ts';
 
 export { cidrContains, cidrHas, cidrOverlaps, formatCidr, parseCidr, type Cidr } from '../ipam/cidr.ts';
@@ -19,6 +20,11 @@ export interface ParsedIP {
 /** Parses an IP literal (no prefix, no zone); null when it is not one. */
 export function tryParseIP(s: unknown): ParsedIP | null {
   if (typeof s !== 'string') return null;
+  // IPv4 fast path (one bigint instead of four): pod records carry tens of thousands of these.
+  if (s.length <= 15 && isIPv4(s)) {
+    const [a, b, c, d] = s.split('.');
+    return { family: 4, value: BigInt(Number(a) * 16777216 + Number(b) * 65536 + Number(c) * 256 + Number(d)) };
+  }
   try {
     return parseAddr(s);
   } catch {
@@ -38,6 +44,8 @@ export function tryParseCIDR(s: unknown, strict = true): Cidr | null {
 
 /** Canonical text of an IP literal, or null. */
 export function canonicalIP(s: unknown): string | null {
+  // node's isIPv4 accepts only canonical dotted quads (no leading zeros), so the text is canonical.
+  if (typeof s === 'string' && s.length <= 15 && isIPv4(s)) return s;
   const p = tryParseIP(s);
   return p ? formatAddr(p.family, p.value) : null;
 }

@@ -18,6 +18,7 @@ import {
   tryParseCIDR,
   tryParseIP,
   type Cidr,
+  type ParsedIP,
 } from './cidr.ts';
 
 /** The node payload format versions this build understands. */
@@ -54,6 +55,43 @@ export interface RecordsConfig {
   /** Canonical cluster CIDRs; every pod CIDR must lie inside one of them. */
   readonly clusterCIDRs: readonly string[];
   readonly limits?: Partial<RecordLimits>;
+  /**
+   * Optional memo owned by the caller (create one per agent and pass it on every call): payloads
+   * already parsed in an earlier call (same bytes object) are not decoded and validated again.
+   * Results are identical with or without it.
+   */
+  readonly cache?: RecordsCache;
+}
+
+interface NodeMemo {
+  readonly member: string;
+  readonly parsed: { info: NodeInfo; cidrs: Cidr[] } | null;
+  readonly reasons: readonly string[];
+}
+
+/** A pod entry after the checks that do not depend on its node's held CIDRs. */
+interface PodShape {
+  readonly name: string;
+  readonly namespace: string;
+  readonly ips: readonly ParsedIP[];
+  readonly text: readonly string[];
+}
+
+interface PodMemo {
+  readonly key: string;
+  readonly shape: PodShape | null;
+  readonly reason?: string;
+}
+
+/**
+ * Memo of parsed mesh payloads, keyed by payload identity (mesh entries are immutable, so an
+ * unchanged entry keeps its bytes object across snapshots). Held weakly: dropped entries go away
+ * with their payloads. Reset automatically when the cluster CIDRs or limits change.
+ */
+export class RecordsCache {
+  nodes = new WeakMap<Uint8Array, NodeMemo>();
+  pods = new WeakMap<Uint8Array, PodMemo>();
+  fingerprint = '';
 }
 
 /** One dropped entry or field: which member, which mesh key, and why. */
@@ -100,6 +138,15 @@ export function recordsFromSnapshot(snapshot: MeshSnapshot, config: RecordsConfi
   const cluster = config.clusterCIDRs.map((c) => tryParseCIDR(c, false)).filter((c): c is Cidr => c !== null);
   const rejected: Rejection[] = [];
   const reject = (node: string, key: string, reason: string) => rejected.push({ node, key, reason });
+  const cache = config.cache;
+  if (cache) {
+    const fp = JSON.stringify([config.clusterCIDRs, limits]);
+    if (cache.fingerprint !== fp) {
+      cache.nodes = new WeakMap();
+      cache.pods = new WeakMap();
+      cache.fingerprint = fp;
+    }
+  }
 
   const candidates: Candidate[] = [];
   const seen = new Set<string>();
@@ -111,8 +158,15 @@ export function recordsFromSnapshot(snapshot: MeshSnapshot, config: RecordsConfi
     seen.add(member.name);
     const entry = member.entries.get(NODE_ENTRY_KEY);
     if (!entry || entry.deleted) continue;
-    const parsed = parseNodeInfo(member.name, entry.payload, cluster, limits, (reason) => reject(member.name, NODE_ENTRY_KEY, reason));
-    if (parsed) candidates.push({ member, ...parsed });
+    let memo = cache?.nodes.get(entry.payload);
+    if (!memo || memo.member !== member.name) {
+      const reasons: string[] = [];
+      const parsed = parseNodeInfo(member.name, entry.payload, cluster, limits, (reason) => reasons.push(reason));
+      memo = { member: member.name, parsed, reasons };
+      if (cache && entry.payload instanceof Uint8Array) cache.nodes.set(entry.payload, memo);
+    }
+    for (const r of memo.reasons) reject(member.name, NODE_ENTRY_KEY, r);
+    if (memo.parsed) candidates.push({ member, ...memo.parsed });
   }
 
   // Claims: one per (node, CIDR). Every member computes the same winners from the same records.
@@ -144,7 +198,7 @@ export function recordsFromSnapshot(snapshot: MeshSnapshot, config: RecordsConfi
     }
     keyOwner.set(c.info.wgPublicKey, name);
     const info: NodeInfo = Object.freeze({ ...c.info, podCIDRs: Object.freeze(held) });
-    const pods = parsePods(c.member, heldParsed, limits, reject);
+    const pods = parsePods(c.member, heldParsed, limits, reject, cache);
     const node: RemoteNode = Object.freeze({ info, pods, state: c.member.state });
     if (name === snapshot.self) self = node;
     else out.push(node);
@@ -250,6 +304,7 @@ function parsePods(
   held: readonly Cidr[],
   limits: RecordLimits,
   reject: (node: string, key: string, reason: string) => void,
+  cache: RecordsCache | undefined,
 ): readonly PodRecord[] {
   const keys = [...member.entries.keys()].filter((k) => k.startsWith(POD_ENTRY_PREFIX)).sort();
   const pods: PodRecord[] = [];
@@ -260,45 +315,48 @@ function parsePods(
       reject(member.name, key, `more than ${limits.maxPodsPerNode} pods; dropped`);
       continue;
     }
-    const fail = (reason: string) => reject(member.name, key, reason);
-    const rest = key.slice(POD_ENTRY_PREFIX.length).split('/');
-    if (rest.length !== 2 || !K8S_NS_RE.test(rest[0]!) || !K8S_NAME_RE.test(rest[1]!)) {
-      fail('pod key is not pod/<namespace>/<name>');
+    let memo = cache?.pods.get(entry.payload);
+    if (!memo || memo.key !== key) {
+      memo = podShape(key, entry.payload, limits);
+      if (cache && entry.payload instanceof Uint8Array) cache.pods.set(entry.payload, memo);
+    }
+    if (!memo.shape) {
+      reject(member.name, key, memo.reason!);
       continue;
     }
-    const v = decodeJSON(entry.payload, limits.maxPodPayload, fail);
-    if (v === undefined) continue;
-    if (!isObject(v)) {
-      fail('pod record is not a JSON object');
+    const { shape } = memo;
+    const outside = shape.ips.findIndex((ip) => !held.some((h) => cidrHas(h, ip.family, ip.value)));
+    if (outside >= 0) {
+      reject(member.name, key, `pod IP ${shape.text[outside]} is outside the node's pod CIDRs`);
       continue;
     }
-    if (v.namespace !== rest[0] || v.name !== rest[1]) {
-      fail('pod record name/namespace does not match its key');
-      continue;
-    }
-    if (!Array.isArray(v.ips) || v.ips.length === 0 || v.ips.length > limits.maxPodIPs) {
-      fail(`pod ips must be an array of 1..${limits.maxPodIPs} addresses`);
-      continue;
-    }
-    const ips: string[] = [];
-    let bad: string | undefined;
-    for (const raw of v.ips) {
-      const ip = tryParseIP(raw);
-      if (!ip) {
-        bad = `pod IP ${JSON.stringify(raw)?.slice(0, 64)} is not an address`;
-        break;
-      }
-      if (!held.some((h) => cidrHas(h, ip.family, ip.value))) {
-        bad = `pod IP ${canonicalIP(raw)} is outside the node's pod CIDRs`;
-        break;
-      }
-      ips.push(canonicalIP(raw)!);
-    }
-    if (bad) {
-      fail(bad);
-      continue;
-    }
-    pods.push(Object.freeze({ name: rest[1]!, namespace: rest[0]!, ips: Object.freeze(ips) }));
+    pods.push(Object.freeze({ name: shape.name, namespace: shape.namespace, ips: shape.text }));
   }
   return Object.freeze(pods);
+}
+
+/** The checks of a pod entry that depend only on its key and bytes (memoizable). */
+function podShape(key: string, payload: Uint8Array, limits: RecordLimits): PodMemo {
+  let reason: string | undefined;
+  const fail = (r: string) => {
+    reason ??= r;
+  };
+  const rest = key.slice(POD_ENTRY_PREFIX.length).split('/');
+  if (rest.length !== 2 || !K8S_NS_RE.test(rest[0]!) || !K8S_NAME_RE.test(rest[1]!)) return { key, shape: null, reason: 'pod key is not pod/<namespace>/<name>' };
+  const v = decodeJSON(payload, limits.maxPodPayload, fail);
+  if (v === undefined) return { key, shape: null, reason: reason! };
+  if (!isObject(v)) return { key, shape: null, reason: 'pod record is not a JSON object' };
+  if (v.namespace !== rest[0] || v.name !== rest[1]) return { key, shape: null, reason: 'pod record name/namespace does not match its key' };
+  if (!Array.isArray(v.ips) || v.ips.length === 0 || v.ips.length > limits.maxPodIPs) {
+    return { key, shape: null, reason: `pod ips must be an array of 1..${limits.maxPodIPs} addresses` };
+  }
+  const ips: ParsedIP[] = [];
+  const text: string[] = [];
+  for (const raw of v.ips) {
+    const ip = tryParseIP(raw);
+    if (!ip) return { key, shape: null, reason: `pod IP ${JSON.stringify(raw)?.slice(0, 64)} is not an address` };
+    ips.push(ip);
+    text.push(canonicalIP(raw)!);
+  }
+  return { key, shape: Object.freeze({ name: rest[1]!, namespace: rest[0]!, ips, text: Object.freeze(text) }) };
 }

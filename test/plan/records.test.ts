@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { recordsFromSnapshot } from '../../src/plan/records.ts';
+import { RecordsCache, recordsFromSnapshot } from '../../src/plan/records.ts';
 import { entry, member, nodeInfo, snapshot } from './helpers.ts';
 
 const cfg = { clusterCIDRs: ['10.244.0.0/16', 'fd00:10::/56'] };
@@ -156,5 +156,37 @@ describe('recordsFromSnapshot', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('gives the same result with a cache, across calls, member renames and config changes (property)', () => {
+    const cache = new RecordsCache();
+    // A pool of members built once, so payload objects repeat across calls as they do in the mesh.
+    const pool = Array.from({ length: 12 }, (_, k) => {
+      const i = k % 5;
+      const cidr = (k * 3) % 5;
+      return member(`node-${i}`, nodeInfo(i, { podCIDRs: [`10.244.${cidr}.0/24`], meshIP: `10.244.${cidr}.1`, claimedAt: k % 3 }), [
+        { name: 'p', namespace: 'ns', ips: [`10.244.${cidr}.9`] },
+        { name: 'q', namespace: 'ns', ips: [`10.244.${(cidr + 1) % 5}.9`] },
+      ]);
+    });
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: pool.length - 1 }), { maxLength: 6 }), fc.boolean(), (picks, narrow) => {
+        const cfg2 = { clusterCIDRs: narrow ? ['10.244.0.0/22'] : ['10.244.0.0/16'] };
+        const byName = new Map(picks.map((p) => [pool[p]!.name, pool[p]!]));
+        const s = snapshot('nobody', [...byName.values()]);
+        expect(recordsFromSnapshot(s, { ...cfg2, cache })).toEqual(recordsFromSnapshot(s, cfg2));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('does not reuse a cached node payload under another member name', () => {
+    const cache = new RecordsCache();
+    const m = member('node-1', nodeInfo(1));
+    expect(recordsFromSnapshot(snapshot('x', [m]), { ...cfg, cache }).nodes).toHaveLength(1);
+    const imposter = { ...m, name: 'node-2' };
+    const r = recordsFromSnapshot(snapshot('x', [imposter]), { ...cfg, cache });
+    expect(r.nodes).toEqual([]);
+    expect(r.rejected[0]!.reason).toContain('not its member');
   });
 });
