@@ -11,7 +11,8 @@
  * - a name outside every apex: `forward` (the caller sends the original bytes upstream);
  * - a packet whose header is readable but whose body is malformed, that has trailing bytes, more
  *   or fewer than one question, answer or authority records, or several OPT records: FORMERR;
- * - a non-QUERY opcode: NOTIMP; a non-IN class in the zone: REFUSED; EDNS version > 0: BADVERS;
+ * - a non-QUERY opcode: NOTIMP; a non-IN class or a zone transfer (AXFR/IXFR) in the zone:
+ *   REFUSED; EDNS version > 0: BADVERS;
  * - shorter than a header, or a response (QR set): dropped.
  * EDNS0: the OPT record is echoed (no options, DO copied) advertising {@link HandlerOptions.ednsUdpSize};
  * over UDP the answer must fit max(512, min(client size, ours)), or 512 without EDNS, else it is
@@ -67,6 +68,8 @@ const RCODE_NUM: Record<Rcode, number> = {
   NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5, BADVERS: 16,
 };
 const KNOWN_CLASSES = new Set(['IN', 'CS', 'CH', 'HS', 'ANY']);
+/** Every agent builds the zone from the mesh itself: zone transfers are not offered. */
+const ZONE_TRANSFERS = new Set<string>(['AXFR', 'IXFR']);
 
 /**
  * Answers one query from `table`. Pure and total: any input gives a result, never an exception.
@@ -135,7 +138,7 @@ function handle(q: Buffer, table: DnsTable, opts: HandlerOptions): HandlerResult
   const lower = question.name.toLowerCase();
   const apex = findAuthority(lower, table.authorities);
   if (apex === undefined) return { kind: 'forward' };
-  if (question.class !== 'IN' && question.class !== 'ANY') {
+  if ((question.class !== 'IN' && question.class !== 'ANY') || ZONE_TRANSFERS.has(question.type)) {
     return answer({ id, type: 'response', flags: baseFlags | RCODE_NUM.REFUSED, questions: [question], additionals }, 'REFUSED', false);
   }
 

@@ -98,9 +98,11 @@ describe('handleQuery: in-zone answers', () => {
     expect(handleQuery(query('web.default.pod.weft.local', 'A'), t, udp)).toEqual({ kind: 'forward' });
   });
 
-  it('refuses non-IN classes inside the zone', () => {
+  it('refuses non-IN classes and zone transfers inside the zone', () => {
     const { rcode } = answered(handleQuery(query('web.default.pod.weft.local', 'A', { klass: 'CH' }), table, udp));
     expect(rcode).toBe('REFUSED');
+    expect(answered(handleQuery(query('weft.local', 'AXFR'), table, { transport: 'tcp' })).rcode).toBe('REFUSED');
+    expect(answered(handleQuery(query('weft.local', 'IXFR'), table, udp)).rcode).toBe('REFUSED');
   });
 });
 
