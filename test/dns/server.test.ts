@@ -189,6 +189,23 @@ describe('DnsServer on loopback', () => {
     expect(server.counters()).toMatchObject({ responses_noerror: 1, queries_answered: 1 });
   });
 
+  it('listens on several addresses at once, IPv6 included', async () => {
+    const server = new DnsServer({ listen: [{ address: '127.0.0.13', port: 0 }, { address: '::1', port: 0 }], table: sampleTable(), logger, rateLimit: false });
+    await server.start();
+    cleanups.push(() => server.close());
+    const [v4, v6] = server.addresses();
+    expect(decode((await udpExchange('127.0.0.13', v4.port, query('web.default.pod.weft.local', 'A')))!).rcode).toBe('NOERROR');
+    const dgram = await import('node:dgram');
+    const answer = await new Promise<Buffer>((resolve) => {
+      const s = dgram.createSocket('udp6');
+      s.on('message', (m) => { s.close(); resolve(m); });
+      s.send(query('web.default.pod.weft.local', 'AAAA'), v6.port, '::1');
+    });
+    expect(decode(answer).answers![0]).toMatchObject({ data: 'fd00:10:244:1::5' });
+    const t = decode(await tcpExchange('::1', v6.port, query('api.default.pod.weft.local', 'A')));
+    expect(t.answers![0]).toMatchObject({ data: '10.244.2.9' });
+  });
+
   it('closes cleanly and releases its ports', async () => {
     const { server, port } = await startServer();
     await server.close();
