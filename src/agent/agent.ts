@@ -11,6 +11,7 @@ import type { Config } from '../config.ts';
 import { NODE_ENTRY_KEY, type DesiredState, type NodeInfo, type PodRecord, type RemoteNode } from '../model.ts';
 import type { WgDevice } from '../wireguard/backend.ts';
 import type { Health } from '../observe/health.ts';
+import { peerLink, type PeerLink } from '../observe/peers.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
 import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn } from './ports.ts';
 import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
@@ -75,6 +76,8 @@ export interface PeerStatus {
   readonly txBytes: number;
   /** Mesh liveness of the node, or 'unknown' for a device peer weft did not plan. */
   readonly state: string;
+  /** WireGuard link state, see {@link peerLink}. */
+  readonly link: PeerLink;
 }
 
 /** What `GET /v1/status` returns. */
@@ -421,18 +424,19 @@ export class Agent {
     const byKey = new Map<string, RemoteNode>();
     for (const r of this.#lastRemotes) byKey.set(r.info.wgPublicKey, r);
     const device = this.#d.readDevice ? await this.#d.readDevice().catch(() => null) : null;
+    const nowS = Math.floor(this.#d.clock() / 1000);
     const peers: PeerStatus[] = [];
     if (device) {
       for (const p of device.peers) {
         const r = byKey.get(p.publicKey);
         peers.push({
           name: r?.info.name ?? '?', publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs,
-          lastHandshake: p.lastHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, state: r?.state ?? 'unknown',
+          lastHandshake: p.lastHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, state: r?.state ?? 'unknown', link: peerLink(p, nowS),
         });
       }
     } else {
       for (const p of this.#lastDesired?.peers ?? []) {
-        peers.push({ name: p.name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, lastHandshake: 0, rxBytes: 0, txBytes: 0, state: byKey.get(p.publicKey)?.state ?? 'unknown' });
+        peers.push({ name: p.name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, lastHandshake: 0, rxBytes: 0, txBytes: 0, state: byKey.get(p.publicKey)?.state ?? 'unknown', link: peerLink({ endpoint: p.endpoint, lastHandshake: 0 }, nowS) });
       }
     }
     peers.sort((a, b) => a.name.localeCompare(b.name));
@@ -446,7 +450,7 @@ export class Agent {
       mesh: { members },
       datapath: this.#d.datapath.stats(),
       peers,
-      now: Math.floor(this.#d.clock() / 1000),
+      now: nowS,
     };
   }
 

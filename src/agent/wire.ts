@@ -84,6 +84,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
   const metrics = createAgentMetrics({
     mesh: () => (mesh ? { snapshot: mesh.snapshot(), stats: mesh.stats() } : undefined),
     datapath: () => datapath?.stats(),
+    peers: async () => (agentRef ? agentRef.status() : undefined),
   });
   // The DNS server's own metrics, registered once, reading whichever server is bound now.
   let dnsServer: DnsServer | undefined;

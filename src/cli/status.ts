@@ -5,9 +5,10 @@
 import type { Command } from 'commander';
 import { ApiClient, ApiClientError, ApiUnavailableError } from '../api/client.ts';
 import type { AgentStatus, PeerStatus } from '../agent/agent.ts';
+import { HANDSHAKE_FRESH_S } from '../observe/peers.ts';
 
 /** A peer without a handshake for longer than this is flagged (WireGuard re-keys every 2 minutes). */
-export const HANDSHAKE_STALE_S = 180;
+export const HANDSHAKE_STALE_S = HANDSHAKE_FRESH_S;
 
 /** Human byte count: 1.5 KiB, 3.2 MiB. */
 export function formatBytes(n: number): string {
@@ -55,7 +56,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     ['ready', s.ready ? 'yes' : 'no'],
     ['mesh members', Object.entries(s.mesh.members).filter(([, v]) => v > 0).map(([k, v]) => `${v} ${k}`).join(', ') || '-'],
   ];
-  const rows = [['PEER', 'ENDPOINT', 'ALLOWED IPS', 'HANDSHAKE', 'RX', 'TX', 'STATE']];
+  const rows = [['PEER', 'ENDPOINT', 'ALLOWED IPS', 'HANDSHAKE', 'RX', 'TX', 'LINK', 'MESH']];
   for (const p of s.peers) {
     rows.push([
       p.name,
@@ -64,6 +65,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
       formatAge(p.lastHandshake, now) + (peerUnhealthy(p, now) ? ' !' : ''),
       formatBytes(p.rxBytes),
       formatBytes(p.txBytes),
+      p.link ?? '-',
       p.state,
     ]);
   }

@@ -26,8 +26,19 @@ export interface AgentMetrics {
 export interface MetricSources {
   readonly mesh?: () => { snapshot: MeshSnapshot; stats: MeshStats } | undefined;
   readonly datapath?: () => DatapathStats | undefined;
-  /** Any flat counters (e.g. DNS `stats()`); exported as `weft_dns_<name>`. */
+  /** Any flat counters (e.g. DNS `stats()`); exported as `weft_dns_stat{counter}`. */
   readonly dns?: () => Readonly<Record<string, number>> | undefined;
+  /** WireGuard peers as the status view has them (read from the device at scrape time). */
+  readonly peers?: () => Promise<{ readonly now: number; readonly peers: readonly PeerMetricsRow[] } | undefined>;
+}
+
+/** What the per-peer metrics need of a peer. */
+export interface PeerMetricsRow {
+  readonly name: string;
+  readonly lastHandshake: number;
+  readonly rxBytes: number;
+  readonly txBytes: number;
+  readonly link: string;
 }
 
 /** Creates the registry, the agent's metrics, the scrape-time collectors and Node.js process metrics. */
@@ -83,6 +94,45 @@ export function createAgentMetrics(sources: MetricSources = {}, opts: { processM
       const s = sources.dns?.();
       if (!s) return;
       for (const [k, v] of Object.entries(s)) if (typeof v === 'number' && Number.isFinite(v)) this.set({ counter: k }, v);
+    },
+  });
+  // One device read per scrape, shared by the per-peer gauges below.
+  let scrape: Promise<Awaited<ReturnType<NonNullable<MetricSources['peers']>>>> | undefined;
+  const peers = () => {
+    if (!scrape) {
+      scrape = (sources.peers?.() ?? Promise.resolve(undefined)).catch(() => undefined);
+      void scrape.finally(() => setTimeout(() => (scrape = undefined), 0));
+    }
+    return scrape;
+  };
+  new Gauge({
+    name: 'weft_peers', help: 'WireGuard peers by link state (connected, handshaking, unreachable)', labelNames: ['link'], registers: r,
+    async collect() {
+      this.reset();
+      const p = await peers();
+      if (!p) return;
+      const counts: Record<string, number> = { connected: 0, handshaking: 0, unreachable: 0 };
+      for (const row of p.peers) counts[row.link] = (counts[row.link] ?? 0) + 1;
+      for (const [link, n] of Object.entries(counts)) this.set({ link }, n);
+    },
+  });
+  new Gauge({
+    name: 'weft_peer_handshake_age_seconds', help: 'Seconds since the last WireGuard handshake per peer (-1 = never)', labelNames: ['peer'], registers: r,
+    async collect() {
+      this.reset();
+      const p = await peers();
+      for (const row of p?.peers ?? []) this.set({ peer: row.name }, row.lastHandshake > 0 ? Math.max(0, p!.now - row.lastHandshake) : -1);
+    },
+  });
+  new Gauge({
+    name: 'weft_peer_bytes', help: 'Bytes received and sent per WireGuard peer (monotonic while the device lives)', labelNames: ['peer', 'direction'], registers: r,
+    async collect() {
+      this.reset();
+      const p = await peers();
+      for (const row of p?.peers ?? []) {
+        this.set({ peer: row.name, direction: 'rx' }, row.rxBytes);
+        this.set({ peer: row.name, direction: 'tx' }, row.txBytes);
+      }
     },
   });
   return m;

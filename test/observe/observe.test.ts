@@ -9,6 +9,7 @@ import { Health, mountHealthRoutes } from '../../src/observe/health.ts';
 import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../../src/observe/metrics.ts';
 import { formatAge, formatBytes, peerUnhealthy, renderStatus } from '../../src/cli/status.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
+import { peerLink } from '../../src/observe/peers.ts';
 
 describe('Health', () => {
   it('fails liveness when a loop stops turning and readiness until every condition holds', () => {
@@ -46,6 +47,7 @@ describe('metrics and health routes', () => {
       }),
       datapath: () => ({ reconciles: 3, errors: 1, writes: 9, lastDurationMs: 2 }),
       dns: () => ({ queries: 11 }),
+      peers: async () => ({ now: 1000, peers: [{ name: 'n2', lastHandshake: 990, rxBytes: 5, txBytes: 6, link: 'connected' }, { name: 'n3', lastHandshake: 0, rxBytes: 0, txBytes: 0, link: 'handshaking' }] }),
     });
     const h = new Health({ clock: Date.now, maxLoopAgeMs: 10_000 });
     api = new ApiServer({ logger: pino({ level: 'silent' }), onRequest: apiRequestObserver(m, () => new Set(['/healthz', '/readyz', '/metrics'])) });
@@ -66,6 +68,11 @@ describe('metrics and health routes', () => {
     expect(text).toContain('weft_dns_stat{counter="queries"} 11');
     expect(text).toContain('weft_api_requests_total{route="GET /readyz",status="503"} 1');
     expect(text).toContain('weft_process_cpu_user_seconds_total');
+    expect(text).toContain('weft_peers{link="connected"} 1');
+    expect(text).toContain('weft_peers{link="handshaking"} 1');
+    expect(text).toContain('weft_peer_handshake_age_seconds{peer="n2"} 10');
+    expect(text).toContain('weft_peer_handshake_age_seconds{peer="n3"} -1');
+    expect(text).toContain('weft_peer_bytes{peer="n2",direction="tx"} 6');
   });
 
   it('two agents in one process keep separate registries', () => {
@@ -83,8 +90,8 @@ describe('status rendering', () => {
     mesh: { members: { alive: 3, suspect: 0, dead: 1, left: 0 } },
     datapath: { reconciles: 1, errors: 0, writes: 3, lastDurationMs: 1 },
     peers: [
-      { name: 'n2', publicKey: 'K2=', endpoint: '192.0.2.2:51820', allowedIPs: ['10.244.2.0/24', '10.244.2.1/32'], lastHandshake: 1000 - 42, rxBytes: 1536, txBytes: 10, state: 'alive' },
-      { name: 'n3', publicKey: 'K3=', endpoint: undefined, allowedIPs: [], lastHandshake: 0, rxBytes: 0, txBytes: 0, state: 'suspect' },
+      { name: 'n2', publicKey: 'K2=', endpoint: '192.0.2.2:51820', allowedIPs: ['10.244.2.0/24', '10.244.2.1/32'], lastHandshake: 1000 - 42, rxBytes: 1536, txBytes: 10, state: 'alive', link: 'connected' },
+      { name: 'n3', publicKey: 'K3=', endpoint: undefined, allowedIPs: [], lastHandshake: 0, rxBytes: 0, txBytes: 0, state: 'suspect', link: 'unreachable' },
     ],
     now: 1000,
   };
@@ -103,11 +110,23 @@ describe('status rendering', () => {
     expect(out).toContain('mesh members:  3 alive, 1 dead');
     const lines = out.split('\n');
     const header = lines.find((l) => l.startsWith('PEER'))!;
-    expect(header).toMatch(/^PEER\s+ENDPOINT\s+ALLOWED IPS\s+HANDSHAKE\s+RX\s+TX\s+STATE$/);
-    expect(lines.find((l) => l.startsWith('n2'))).toMatch(/^n2\s+192\.0\.2\.2:51820\s+10\.244\.2\.0\/24,10\.244\.2\.1\/32\s+42s\s+1\.5 KiB\s+10 B\s+alive$/);
-    expect(lines.find((l) => l.startsWith('n3'))).toMatch(/^n3\s+-\s+-\s+never !\s+0 B\s+0 B\s+suspect$/);
+    expect(header).toMatch(/^PEER\s+ENDPOINT\s+ALLOWED IPS\s+HANDSHAKE\s+RX\s+TX\s+LINK\s+MESH$/);
+    expect(lines.find((l) => l.startsWith('n2'))).toMatch(/^n2\s+192\.0\.2\.2:51820\s+10\.244\.2\.0\/24,10\.244\.2\.1\/32\s+42s\s+1\.5 KiB\s+10 B\s+connected\s+alive$/);
+    expect(lines.find((l) => l.startsWith('n3'))).toMatch(/^n3\s+-\s+-\s+never !\s+0 B\s+0 B\s+unreachable\s+suspect$/);
     expect(peerUnhealthy(status.peers[0]!, 1000)).toBe(false);
     expect(peerUnhealthy(status.peers[0]!, 1000 + 200)).toBe(true);
     expect(renderStatus({ ...status, peers: [] }, 1000)).toContain('no peers');
+  });
+});
+
+describe('peerLink', () => {
+  it.each([
+    [{ endpoint: '192.0.2.1:51820', lastHandshake: 900 }, 1000, 'connected'],
+    [{ endpoint: '192.0.2.1:51820', lastHandshake: 1000 - 181 }, 1000, 'handshaking'],
+    [{ endpoint: '192.0.2.1:51820', lastHandshake: 0 }, 1000, 'handshaking'],
+    [{ lastHandshake: 0 }, 1000, 'unreachable'],
+    [{ lastHandshake: 995 }, 1000, 'connected'],
+  ] as const)('%j at %d -> %s', (p, now, want) => {
+    expect(peerLink(p, now)).toBe(want);
   });
 });
