@@ -121,24 +121,42 @@ export function updateWrites(u: WgDeviceUpdate): number {
  * `publicKey` is derived by the caller-supplied function when the private key changes.
  */
 export function applyDeviceUpdate(dev: WgDevice, u: WgDeviceUpdate, publicKeyOf: (priv: string) => string): WgDevice {
-  const peers = new Map<string, { -readonly [K in keyof WgPeer]: WgPeer[K] }>(dev.peers.map((p) => [p.publicKey, { ...p, allowedIPs: [...p.allowedIPs] }]));
+  type MutPeer = { -readonly [K in keyof WgPeer]: WgPeer[K] };
+  // Structural sharing: peers the update does not touch keep their objects (cheap at 1,000 peers).
+  const peers = new Map<string, WgPeer>(dev.peers.map((p) => [p.publicKey, p]));
+  const own = new Set<string>();
+  const mut = (key: string): MutPeer | undefined => {
+    const p = peers.get(key);
+    if (!p) return undefined;
+    if (own.has(key)) return p as MutPeer;
+    const c: MutPeer = { ...p, allowedIPs: [...p.allowedIPs] };
+    peers.set(key, c);
+    own.add(key);
+    return c;
+  };
   for (const pu of u.peers ?? []) {
     if (pu.remove) {
       peers.delete(pu.publicKey);
       continue;
     }
-    let p = peers.get(pu.publicKey);
+    let p = mut(pu.publicKey);
     if (!p && pu.updateOnly) continue;
     if (!p) {
       p = { publicKey: pu.publicKey, allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
       peers.set(pu.publicKey, p);
+      own.add(pu.publicKey);
     }
     if (pu.endpoint !== undefined) p.endpoint = pu.endpoint;
     if (pu.persistentKeepalive !== undefined) p.persistentKeepalive = pu.persistentKeepalive;
     if (pu.replaceAllowedIPs) p.allowedIPs = [];
     for (const ip of pu.allowedIPs ?? []) {
       const c = canonCIDR(ip);
-      for (const other of peers.values()) if (other !== p) other.allowedIPs = other.allowedIPs.filter((x) => x !== c);
+      for (const [key, other] of peers) {
+        if (key !== pu.publicKey && other.allowedIPs.includes(c)) {
+          const o = mut(key)!;
+          o.allowedIPs = o.allowedIPs.filter((x) => x !== c);
+        }
+      }
       if (!p.allowedIPs.includes(c)) p.allowedIPs = [...p.allowedIPs, c];
     }
   }

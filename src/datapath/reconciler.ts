@@ -17,7 +17,7 @@ import type { DesiredState } from '../model.ts';
 import type { WgDevice, WireGuardBackend } from '../wireguard/backend.ts';
 import { publicKeyFromPrivate } from '../wireguard/keys.ts';
 import { applyDeviceUpdate, diffAddresses, diffDevice, diffLink, diffRoutes, isEmptyUpdate, updateWrites } from './diff.ts';
-import { WEFT_RT_PROTO, type RtNetlink } from './rtnetlink.ts';
+import { WEFT_RT_PROTO, type RtLink, type RtNetlink } from './rtnetlink.ts';
 
 /** A reconcile stage failed; `stage` says which (device, link, addresses, routes, uninstall). */
 export class DatapathError extends Error {
@@ -264,9 +264,12 @@ export class DatapathReconciler {
 
     const full = this.fullRead;
     this.fullRead = false;
+    // The link as the device stage saw it, reused by the link stage (one rtnetlink read less).
+    let seenLink: RtLink | null | undefined;
     await stage('device', async () => {
       let w = 0;
-      let dev = await this.cachedDevice(ifname, full);
+      const cached = await this.cachedDevice(ifname, full);
+      let dev = cached?.device ?? null;
       // The model keeps the time of the real read it descends from, so trust never extends itself.
       const readAt = dev ? this.model!.readAt : this.now();
       if (!dev) {
@@ -293,7 +296,8 @@ export class DatapathReconciler {
           'patched WireGuard device',
         );
       }
-      const link = await this.rt.getLink(ifname);
+      const link = cached ? cached.link : await this.rt.getLink(ifname);
+      seenLink = link;
       this.model = link && this.trustMs > 0 ? { ifname, ifindex: link.index, device: after, readAt } : undefined;
       return w;
     });
@@ -301,7 +305,7 @@ export class DatapathReconciler {
 
     let linkOk = false;
     await stage('link', async () => {
-      const link = await this.rt.getLink(ifname);
+      const link = seenLink !== undefined ? seenLink : await this.rt.getLink(ifname);
       if (!link) throw new DatapathError('link', `datapath: link ${ifname}: not found`);
       linkOk = true;
       const change = diffLink(desired, link);
@@ -350,12 +354,12 @@ export class DatapathReconciler {
   }
 
   /** The trusted model of the device, or null when a real read is needed. */
-  private async cachedDevice(ifname: string, full: boolean): Promise<WgDevice | null> {
+  private async cachedDevice(ifname: string, full: boolean): Promise<{ device: WgDevice; link: RtLink } | null> {
     const m = this.model;
     if (full || !m || m.ifname !== ifname || this.now() - m.readAt >= this.trustMs) return null;
     const link = await this.rt.getLink(ifname);
     if (!link || link.index !== m.ifindex) return null;
-    return m.device;
+    return { device: m.device, link };
   }
 
   private finish(t0: number, writes: number, errors: DatapathError[], stageMs: Record<string, number>): ReconcileResult {
