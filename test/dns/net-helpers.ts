@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 
-export function udpExchange(host: string, port: number, msg: Buffer, timeoutMs = 1000): Promise<Buffer | undefined> {
+export function udpExchange(host: string, port: number, msg: Buffer, timeoutMs = 3000): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     const t = setTimeout(() => { s.close(); resolve(undefined); }, timeoutMs);

@@ -111,7 +111,7 @@ describe('DnsServer on loopback', () => {
   it('rate limits per source over UDP and counts the drops', async () => {
     const { server, port } = await startServer({ rateLimit: { qps: 1, burst: 5 }, now: () => 1000 });
     const answers = await Promise.all(Array.from({ length: 12 }, (_, i) =>
-      udpExchange('127.0.0.1', port, query('web.default.pod.weft.local', 'A', { id: i }), 400)));
+      udpExchange('127.0.0.1', port, query('web.default.pod.weft.local', 'A', { id: i }), 1500)));
     expect(answers.filter((a) => a !== undefined)).toHaveLength(5);
     expect(server.stats().dropped.ratelimited).toBe(7);
     // TCP is not rate limited (no spoofing over a handshake).
