@@ -84,10 +84,14 @@ export class Writer {
 
   /** UTF-8 string with a u16 length prefix. */
   str(s: string): this {
-    const b = utf8Encoder.encode(s);
-    if (b.length > 0xffff) throw new RangeError('mesh encode: string longer than 65535 bytes');
-    this.u16(b.length);
-    return this.raw(b);
+    // Encode in place: at most 3 bytes per UTF-16 unit.
+    this.ensure(2 + s.length * 3);
+    const { read, written } = utf8Encoder.encodeInto(s, this.buf.subarray(this.pos + 2));
+    if (read !== s.length) throw new RangeError('mesh encode: string did not encode');
+    if (written > 0xffff) throw new RangeError('mesh encode: string longer than 65535 bytes');
+    this.view.setUint16(this.pos, written);
+    this.pos += 2 + written;
+    return this;
   }
 
   /** A copy-free view of the written bytes; the writer must not be used afterwards. */

@@ -199,7 +199,9 @@ export class Mesh implements MeshHandle {
       name: this.name, alive: self, identityB64: b64(self.identityKey), state: 'alive', incarnation: self.incarnation,
       changedAt: this.now(), entries: prev?.entries ?? NO_ENTRIES,
     });
-    this.queueMsg(`m:${this.name}`, self);
+    // A bootstrap view that already holds exactly this claim needs no announcement.
+    const known = prev && prev.alive.incarnation === self.incarnation && prev.alive.addr === self.addr && prev.alive.port === self.port && eq(prev.alive.identityKey, self.identityKey);
+    if (!known) this.queueMsg(`m:${this.name}`, self);
     this.schedule(() => this.probeTick(), this.random() * this.timing.probeIntervalMs);
     this.schedule(() => this.gossipTick(), this.random() * this.timing.gossipIntervalMs);
     if (this.timing.pushPullIntervalMs > 0) {
