@@ -244,6 +244,30 @@ export class KubeSource {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Resolves with the first snapshot that is synced, or with the current (unsynced) one after
+   * `timeoutMs` on the source's clock. Never rejects. For the agent's start-up: wait a bounded
+   * time for the podCIDR and the seeds, then go on from flags and the mesh alone.
+   */
+  waitForSync(timeoutMs: number): Promise<KubeSnapshot> {
+    return new Promise((resolve) => {
+      let settled = false;
+      let unsubscribe: (() => void) | undefined;
+      const finish = (snap: KubeSnapshot) => {
+        if (settled) return;
+        settled = true;
+        timer.cancel();
+        unsubscribe?.();
+        resolve(snap);
+      };
+      const timer = this.clock.setTimer(() => finish(this.current), timeoutMs);
+      unsubscribe = this.subscribe((snap) => {
+        if (snap.synced) finish(snap);
+      });
+      if (settled) unsubscribe();
+    });
+  }
+
   /** Counters for metrics. */
   stats(): KubeSourceStats {
     return { nodes: { ...this.nodes.stats }, pods: { ...this.pods.stats }, ...this.counters };

@@ -5,6 +5,9 @@
  */
 import { ApiException, CoreV1Api, PatchStrategy, Watch, makeInformer, setHeaderOptions, type V1Node } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+
+/** vi.waitFor with a timeout that holds on a loaded 2-core CI machine (polls; never a fixed sleep). */
+const waitFor = <T>(fn: () => T | Promise<T>, opts: { timeout?: number } = {}) => vi.waitFor(fn, { timeout: opts.timeout ?? 15_000, interval: 10 });
 import { FakeApiServer, type KubeObject } from './fake-apiserver.ts';
 
 const node = (name: string, extra: Partial<KubeObject> = {}): KubeObject => ({
@@ -68,7 +71,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     s.upsertNode(node('c'));
     s.upsertNode(node('a', { metadata: { name: 'a', labels: { x: 'y' } } }));
     s.deleteNode('b');
-    await vi.waitFor(() => expect(w.events).toHaveLength(3));
+    await waitFor(() => expect(w.events).toHaveLength(3));
     expect(w.events.map((e) => [e.type, e.object.metadata.name])).toEqual([
       ['ADDED', 'c'],
       ['MODIFIED', 'a'],
@@ -78,7 +81,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     const rvs = w.events.map((e) => Number(e.object.metadata.resourceVersion));
     expect(rvs).toEqual([...rvs].sort((x, y) => x - y));
     const w2 = await collect(s, '/api/v1/nodes', { resourceVersion: w.events[1]!.object.metadata.resourceVersion });
-    await vi.waitFor(() => expect(w2.events).toHaveLength(1));
+    await waitFor(() => expect(w2.events).toHaveLength(1));
     expect(w2.events[0]).toMatchObject({ type: 'DELETED', object: { metadata: { name: 'b' } } });
     w.controller.abort();
     w2.controller.abort();
@@ -89,7 +92,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     s.upsertNode(node('a'));
     s.upsertNode(node('b'));
     const w = await collect(s, '/api/v1/nodes', {});
-    await vi.waitFor(() => expect(w.events).toHaveLength(2));
+    await waitFor(() => expect(w.events).toHaveLength(2));
     expect(w.events.every((e) => e.type === 'ADDED')).toBe(true);
     w.controller.abort();
   });
@@ -102,10 +105,10 @@ describe('fake API server through @kubernetes/client-node', () => {
     const without = await collect(s, '/api/v1/nodes', { resourceVersion: rv });
     s.upsertPod(pod('default', 'p', 'a')); // advances the global RV without a node event
     s.bookmark();
-    await vi.waitFor(() => expect(withBm.events).toHaveLength(1));
+    await waitFor(() => expect(withBm.events).toHaveLength(1));
     expect(withBm.events[0]).toMatchObject({ type: 'BOOKMARK', object: { kind: 'Node', metadata: { resourceVersion: s.resourceVersion } } });
     s.upsertNode(node('z'));
-    await vi.waitFor(() => expect(without.events).toHaveLength(1));
+    await waitFor(() => expect(without.events).toHaveLength(1));
     expect(without.events[0]!.type).toBe('ADDED');
     withBm.controller.abort();
     without.controller.abort();
@@ -127,7 +130,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     s.upsertPod(pod('default', 'p1', 'b')); // moves away: DELETED
     s.upsertPod(pod('default', 'p4', 'c')); // never matches: nothing
     s.deletePod('kube-system', 'p2');
-    await vi.waitFor(() => expect(w.events).toHaveLength(3));
+    await waitFor(() => expect(w.events).toHaveLength(3));
     expect(w.events.map((e) => [e.type, e.object.metadata.name])).toEqual([
       ['ADDED', 'p3'],
       ['DELETED', 'p1'],
@@ -151,7 +154,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     s.upsertNode(node('b'));
     s.compact();
     const w = await collect(s, '/api/v1/nodes', { resourceVersion: old });
-    await vi.waitFor(() => expect(w.done).toBe(true));
+    await waitFor(() => expect(w.done).toBe(true));
     expect(w.events).toHaveLength(1);
     expect(w.events[0]).toMatchObject({ type: 'ERROR', object: { kind: 'Status', code: 410 } });
   });
@@ -172,9 +175,9 @@ describe('fake API server through @kubernetes/client-node', () => {
     s.upsertNode(node('a'));
     const w = await collect(s, '/api/v1/nodes', { resourceVersion: s.resourceVersion });
     s.upsertNode(node('b'));
-    await vi.waitFor(() => expect(w.events).toHaveLength(1));
+    await waitFor(() => expect(w.events).toHaveLength(1));
     s.expireWatches();
-    await vi.waitFor(() => expect(w.done).toBe(true));
+    await waitFor(() => expect(w.done).toBe(true));
     expect(w.events[1]).toMatchObject({ type: 'ERROR', object: { code: 410 } });
     expect(s.watchCount).toBe(0);
   });
@@ -182,15 +185,15 @@ describe('fake API server through @kubernetes/client-node', () => {
   it('drops connections: the client sees its watch end', async () => {
     const s = await start();
     const w = await collect(s, '/api/v1/nodes', { resourceVersion: s.resourceVersion });
-    await vi.waitFor(() => expect(s.watchCount).toBe(1));
+    await waitFor(() => expect(s.watchCount).toBe(1));
     s.dropConnections();
-    await vi.waitFor(() => expect(w.done).toBe(true));
+    await waitFor(() => expect(w.done).toBe(true));
   });
 
   it('ends a watch after timeoutSeconds', async () => {
     const s = await start();
     const w = await collect(s, '/api/v1/nodes', { resourceVersion: s.resourceVersion, timeoutSeconds: 1 });
-    await vi.waitFor(() => expect(w.done).toBe(true), { timeout: 3000 });
+    await waitFor(() => expect(w.done).toBe(true));
     expect(w.err).toBeNull();
   });
 
@@ -206,7 +209,7 @@ describe('fake API server through @kubernetes/client-node', () => {
     );
     expect(patched.metadata?.annotations).toEqual({ keep: 'me', 'weft.dev/mesh-ip': '10.244.1.1' });
     expect(s.getNode('a')?.metadata.annotations).toEqual({ keep: 'me', 'weft.dev/mesh-ip': '10.244.1.1' });
-    await vi.waitFor(() => expect(w.events).toHaveLength(1));
+    await waitFor(() => expect(w.events).toHaveLength(1));
     expect(w.events[0]).toMatchObject({ type: 'MODIFIED', object: { metadata: { annotations: { 'weft.dev/mesh-ip': '10.244.1.1' } } } });
     const req = s.requests.find((r) => r.method === 'PATCH');
     expect(req?.contentType).toBe('application/merge-patch+json');
@@ -258,14 +261,14 @@ describe('fake API server through @kubernetes/client-node', () => {
     informer.on('delete', (n) => deleted.push(n.metadata?.name ?? ''));
     await informer.start();
     try {
-      await vi.waitFor(() => expect(added).toEqual(['a']));
-      await vi.waitFor(() => expect(s.watchCount).toBe(1));
+      await waitFor(() => expect(added).toEqual(['a']));
+      await waitFor(() => expect(s.watchCount).toBe(1));
       // While the watch is expired, b appears and a disappears; only a relist can tell.
       s.expireWatches();
       s.upsertNode(node('b'));
       s.deleteNode('a');
       s.compact();
-      await vi.waitFor(() => expect(informer.list().map((n) => n.metadata?.name)).toEqual(['b']));
+      await waitFor(() => expect(informer.list().map((n) => n.metadata?.name)).toEqual(['b']));
       expect(deleted).toEqual(['a']);
       const lists = s.requests.filter((r) => r.path === '/api/v1/nodes' && r.query.watch === undefined);
       expect(lists.length).toBeGreaterThanOrEqual(2);

@@ -80,6 +80,11 @@ export interface FakeApiServerOptions {
   readonly token?: string;
   /** How a too-old watch RV is refused: an ERROR event with a 410 Status (default) or an HTTP 410. */
   readonly goneAs?: 'event' | 'http';
+  /**
+   * Address to listen on (default 127.0.0.1). A lab test binds it to an address its network
+   * namespaces can reach (e.g. the host end of the lab's underlay), never to a public one.
+   */
+  readonly host?: string;
 }
 
 const SUPPORTED_FIELDS: Record<Resource, readonly string[]> = {
@@ -164,16 +169,17 @@ export class FakeApiServer {
     this.server = this.makeServer();
   }
 
-  /** Starts a fake API server on 127.0.0.1 and a random free port. */
+  /** Starts a fake API server on 127.0.0.1 (or `opts.host`) and a random free port. */
   static async start(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
     const s = new FakeApiServer(opts);
     await s.listen(0);
     return s;
   }
 
-  /** The server URL, `http://127.0.0.1:<port>`. */
+  /** The server URL, `http://<host>:<port>`. */
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    const host = this.opts.host ?? '127.0.0.1';
+    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
   }
 
   /** The current (latest) resourceVersion. */
@@ -295,7 +301,7 @@ export class FakeApiServer {
   // ---- internals ----
 
   private async listen(port: number): Promise<void> {
-    this.server.listen(port, '127.0.0.1');
+    this.server.listen(port, this.opts.host ?? '127.0.0.1');
     await once(this.server, 'listening');
     const addr = this.server.address();
     if (addr === null || typeof addr === 'string') throw new Error('fake-apiserver: no address');
