@@ -227,7 +227,18 @@ export class DatapathReconciler {
         this.dirty = false;
         const waiters = this.waiters;
         this.waiters = [];
-        const r = await this.reconcile(this.desired!);
+        let r: ReconcileResult;
+        try {
+          r = await this.reconcile(this.desired!);
+        } catch (err) {
+          // Stages catch their own errors; this is the last line so that nothing ever escapes the loop.
+          const e = new DatapathError('reconcile', `datapath: reconcile: ${msg(err)}`, { cause: err });
+          this.counters.reconciles++;
+          this.counters.errors++;
+          this.lastError = e.message;
+          this.log.error({ err: e }, 'datapath reconcile failed unexpectedly; retrying at the next trigger');
+          r = { ok: false, writes: 0, durationMs: 0, errors: [e] };
+        }
         for (const w of waiters) w(r);
       }
     } finally {

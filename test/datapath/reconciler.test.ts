@@ -334,3 +334,23 @@ describe('DatapathReconciler', () => {
     expect(lines.join('\n')).not.toContain(self.privateKey);
   });
 });
+
+describe('DatapathReconciler loop safety', () => {
+  it('turns an unexpected throw outside the stages into a failed result and keeps running', async () => {
+    const fake = new FakeWireGuardBackend();
+    const rt = new FakeRtNetlink();
+    let calls = 0;
+    // A clock that throws once, outside every stage (the pass's start time).
+    const now = () => {
+      calls++;
+      if (calls === 1) throw new Error('clock broke');
+      return calls;
+    };
+    const rec = new DatapathReconciler({ wg: linkFakes(fake, rt), rt, logger, privateKey: self.privateKey, resyncMs: 0, now });
+    const r = await rec.apply(state(peers(1)));
+    expect(r.ok).toBe(false);
+    expect(r.errors[0]!.message).toContain('clock broke');
+    expect((await rec.apply(state(peers(1)))).ok).toBe(true);
+    expect(rec.stats()).toMatchObject({ reconciles: 2, errors: 1 });
+  });
+});
