@@ -8,7 +8,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -27,10 +27,10 @@ function percentile(sorted: number[], p: number): number {
   return sorted[idx]!;
 }
 
-function runOnce(cmd: string, env: Record<string, string>, stdin: string): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+function runOnce(cmd: string, env: Record<string, string>, stdin: string, args: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   return new Promise((res, rej) => {
     const t0 = performance.now();
-    const child = spawn(cmd, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -112,12 +112,17 @@ async function main(): Promise<void> {
       if (r.code !== 0) throw new Error(`ADD ${i} failed (exit ${r.code}): ${r.stdout.trim()} ${r.stderr.trim()}`);
       if (i > 0) times.push(r.ms);
     }
+    // Reference under the same host load: start-up of the bare runtime (`node -e 0`), the floor
+    // under any Node-based plugin. Printed in the human summary only.
+    const bare: number[] = [];
+    for (let i = 0; i < 20; i++) bare.push((await runOnce(join(bin, 'weft-runtime', 'node'), { PATH: '/usr/bin:/bin' }, '', ['-e', '0'])).ms);
+    bare.sort((a, b) => a - b);
     times.sort((a, b) => a - b);
     agentMs.shift(); // the warm-up
     agentMs.sort((a, b) => a - b);
     const out = { adds, p50_ms: Number(percentile(times, 50).toFixed(1)), p99_ms: Number(percentile(times, 99).toFixed(1)) };
     if (values.json) console.log(JSON.stringify(out));
-    else console.log(`CNI ADD latency over ${adds} ADDs (packaged plugin, real namespaces): p50 ${out.p50_ms} ms, p99 ${out.p99_ms} ms, min ${times[0]!.toFixed(1)} ms, max ${times.at(-1)!.toFixed(1)} ms; agent-side handling p50 ${percentile(agentMs, 50).toFixed(1)} ms, p99 ${percentile(agentMs, 99).toFixed(1)} ms`);
+    else console.log(`CNI ADD latency over ${adds} ADDs (packaged plugin, real namespaces): p50 ${out.p50_ms} ms, p99 ${out.p99_ms} ms, min ${times[0]!.toFixed(1)} ms, max ${times.at(-1)!.toFixed(1)} ms; agent-side handling p50 ${percentile(agentMs, 50).toFixed(1)} ms, p99 ${percentile(agentMs, 99).toFixed(1)} ms; bare \`node -e 0\` p50 ${percentile(bare, 50).toFixed(1)} ms (host load ${loadavg()[0]!.toFixed(1)})`);
   } finally {
     await cleanup();
     process.off('SIGINT', onSignal);
