@@ -177,6 +177,45 @@ describe.skipIf(skip)(`userspace backend (lab)${why}`, () => {
       await a.close();
     });
 
+    it('two configured devices handshake and carry traffic over a veth underlay', async () => {
+      const peerNode = await makeLabNode('q');
+      const a = mk();
+      const b = new UserspaceWireGuardBackend({ logger, wrap: peerNode.wrap, socketDir: peerNode.socketDir, stateDir: peerNode.stateDir });
+      try {
+        // Underlay: a veth pair between the two namespaces, 192.0.2.1 <-> 192.0.2.2.
+        execFileSync('ip', ['link', 'add', 'wwgva', 'netns', node.ns, 'type', 'veth', 'peer', 'name', 'wwgvb', 'netns', peerNode.ns]);
+        node.run(['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'wwgva']);
+        node.run(['ip', 'link', 'set', 'wwgva', 'up']);
+        peerNode.run(['ip', 'addr', 'add', '192.0.2.2/24', 'dev', 'wwgvb']);
+        peerNode.run(['ip', 'link', 'set', 'wwgvb', 'up']);
+        const ka = generateKeyPair();
+        const kb = generateKeyPair();
+        await a.ensureDevice('wgt0');
+        await b.ensureDevice('wgt0');
+        await a.setDevice('wgt0', { privateKey: ka.privateKey, listenPort: 51820, peers: [{ publicKey: kb.publicKey, endpoint: '192.0.2.2:51820', allowedIPs: ['10.99.0.2/32'] }] });
+        await b.setDevice('wgt0', { privateKey: kb.privateKey, listenPort: 51820, peers: [{ publicKey: ka.publicKey, endpoint: '192.0.2.1:51820', allowedIPs: ['10.99.0.1/32'] }] });
+        for (const [n, self, other] of [[node, '10.99.0.1', '10.99.0.2'], [peerNode, '10.99.0.2', '10.99.0.1']] as const) {
+          n.run(['ip', 'addr', 'add', `${self}/32`, 'dev', 'wgt0']);
+          n.run(['ip', 'link', 'set', 'wgt0', 'up']);
+          n.run(['ip', 'route', 'add', `${other}/32`, 'dev', 'wgt0']);
+        }
+        node.run(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.99.0.2']);
+        const pa = (await a.getDevice('wgt0'))!.peers[0]!;
+        expect(pa.lastHandshake).toBeGreaterThan(0);
+        expect(pa.rxBytes).toBeGreaterThan(0);
+        expect(pa.txBytes).toBeGreaterThan(0);
+        const pb = (await b.getDevice('wgt0'))!.peers[0]!;
+        // wireguard-go learned the sender's endpoint from the authenticated packets.
+        expect(pb.endpoint).toBe('192.0.2.1:51820');
+      } finally {
+        await a.deleteDevice('wgt0').catch(() => {});
+        await b.deleteDevice('wgt0').catch(() => {});
+        await a.close();
+        await b.close();
+        await peerNode.close();
+      }
+    });
+
     it('concurrent ensureDevice calls start one wireguard-go', async () => {
       const a = mk();
       await Promise.all([a.ensureDevice('wgp4'), a.ensureDevice('wgp4'), a.ensureDevice('wgp4')]);
