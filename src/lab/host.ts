@@ -9,7 +9,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /** Default directory holding one sub-directory per lab prefix. */
 export const DEFAULT_LAB_ROOT = '/run/weft-lab';
@@ -163,7 +163,8 @@ export type LabObject =
   | { readonly kind: 'mountns'; readonly node: string; readonly path: string }
   /** A link; `netns` undefined = the host namespace. */
   | { readonly kind: 'link'; readonly name: string; readonly netns?: string }
-  | { readonly kind: 'process'; readonly pid: number; readonly start: string; readonly label: string; readonly netns?: string };
+  /** A process started by the lab; `cmd` is the basename of the command run inside the namespace. */
+  | { readonly kind: 'process'; readonly pid: number; readonly start: string; readonly label: string; readonly netns?: string; readonly cmd?: string };
 
 /** The state file: what was created, in creation order, plus free-form metadata of the layer above. */
 export interface LabStateFile {
@@ -365,9 +366,11 @@ export class LabHost {
     return { name, netns: name, mountns: join(this.dir, 'mnt', name), stateDir: join(base, 'state'), runDir: join(base, 'run'), logDir: join(base, 'log') };
   }
 
-  /** Removes a node's processes, WireGuard interfaces, mount namespace and network namespace; idempotent. */
+  /** Removes a node: its processes (wireguard-go only after its interface), mount namespace and network namespace; idempotent. */
   async removeNode(name: string): Promise<void> {
     const node = this.node(name);
+    const mine = this.state.objects.filter((o): o is Extract<LabObject, { kind: 'process' }> => o.kind === 'process' && o.netns === name && this.#alive(o));
+    await this.#stopPids(mine.filter((p) => p.cmd !== 'wireguard-go').map((p) => ({ pid: p.pid, start: this.runner.startTime(p.pid) ?? '' })), this.#grace);
     await this.#deleteTunnels([name]);
     await this.#killNetnsProcesses([name]);
     await this.#unmountNs(node.mountns);
@@ -412,7 +415,7 @@ export class LabHost {
   async spawn(target: NsTarget, argv: readonly string[], opts: SpawnOptions & { label: string }): Promise<number> {
     const pid = await this.runner.spawnDetached(this.wrap(target, argv), opts);
     const start = this.runner.startTime(pid) ?? '';
-    await this.#record({ kind: 'process', pid, start, label: opts.label, netns: target.netns });
+    await this.#record({ kind: 'process', pid, start, label: opts.label, netns: target.netns, cmd: basename(argv[0] ?? '') });
     return pid;
   }
 
@@ -480,9 +483,10 @@ export class LabHost {
   }
 
   /**
-   * Removes everything recorded in the state file, in order: WireGuard/TUN interfaces in the lab's
-   * namespaces, then processes (recorded ones by PID and start time, plus any process left inside
-   * a lab namespace: SIGTERM, then SIGKILL), mount namespaces, network namespaces, host links,
+   * Removes everything recorded in the state file, in order: the processes the lab started (by PID
+   * and start time: SIGTERM, then SIGKILL), WireGuard/TUN interfaces in the lab's namespaces (before
+   * wireguard-go is signalled), any process left inside a lab namespace, mount namespaces, network
+   * namespaces, host links,
    * private mounts, host mount point directories, the lab directory. Idempotent; tolerates a state
    * file written by a crashed `up`. Returns the number of objects it found recorded.
    */
@@ -497,37 +501,41 @@ export class LabHost {
     const netnses = objs.filter((o) => o.kind === 'netns').map((o) => o.name);
     const existing = netnses.filter((n) => existsSync(`/run/netns/${n}`));
 
-    // 1. Tunnels first: deleting a wireguard-go interface makes its process exit cleanly.
+    // 1. Processes the lab started (agents, captures, probes), so no agent re-creates an interface
+    //    while the lab takes it away; a wireguard-go the lab started waits for step 3.
+    const live = objs
+      .filter((o): o is Extract<LabObject, { kind: 'process' }> => o.kind === 'process')
+      .filter((p) => this.#alive(p));
+    const pidOf = (p: { pid: number }): { pid: number; start: string } => ({ pid: p.pid, start: this.runner.startTime(p.pid) ?? '' });
+    await this.#stopPids(live.filter((p) => p.cmd !== 'wireguard-go').map(pidOf), this.#grace);
+
+    // 2. Tunnels before their processes: deleting a wireguard-go interface makes it exit cleanly.
     await this.#deleteTunnels(existing);
 
-    // 2. Processes: recorded ones, then whatever still runs inside the lab's namespaces.
-    const recorded = objs
-      .filter((o): o is Extract<LabObject, { kind: 'process' }> => o.kind === 'process')
-      .filter((p) => this.#alive(p))
-      .map((p) => ({ pid: p.pid, start: this.runner.startTime(p.pid)! }));
-    await this.#stopPids(recorded, this.#grace);
+    // 3. Whatever still runs: wireguard-go that did not exit, strays inside the lab's namespaces.
+    await this.#stopPids(live.filter((p) => p.cmd === 'wireguard-go' && this.#alive(p)).map(pidOf), this.#grace);
     await this.#killNetnsProcesses(existing);
 
-    // 3. Mount namespaces.
+    // 4. Mount namespaces.
     for (const o of objs) if (o.kind === 'mountns') await this.#unmountNs(o.path);
 
-    // 4. Network namespaces (their links go with them).
+    // 5. Network namespaces (their links go with them).
     for (const n of existing) {
       const r = await this.runner.run(['ip', 'netns', 'delete', n], { check: false });
       if (r.code !== 0) this.#warn(`lab: ip netns delete ${n}: ${r.stderr.trim()}`);
     }
 
-    // 5. Host links (only those recorded without a namespace).
+    // 6. Host links (only those recorded without a namespace).
     for (const o of objs) {
       if (o.kind !== 'link' || o.netns !== undefined) continue;
       const shown = await this.runner.run(['ip', 'link', 'show', 'dev', o.name], { check: false });
       if (shown.code === 0) await this.runner.run(['ip', 'link', 'del', 'dev', o.name], { check: false });
     }
 
-    // 6. Private bind mounts.
+    // 7. Private bind mounts.
     for (const o of objs) if (o.kind === 'privmount') await this.#umount(o.path);
 
-    // 7. Host mount point directories we created, when empty and no other lab still uses them.
+    // 8. Host mount point directories we created, when empty and no other lab still uses them.
     const others = await this.#otherLabs();
     for (const o of objs) {
       if (o.kind !== 'hostdir') continue;
@@ -540,7 +548,7 @@ export class LabHost {
       });
     }
 
-    // 8. The lab directory, state file last so an interrupted down can be re-run.
+    // 9. The lab directory, state file last so an interrupted down can be re-run.
     for (const entry of await readdir(this.dir).catch(() => [] as string[])) {
       if (entry !== 'state.json') await rm(join(this.dir, entry), { recursive: true, force: true });
     }

@@ -125,7 +125,31 @@ describe('lab host primitives', () => {
     expect(inPod.stdout).not.toContain('eth0');
 
     for (const pid of pids) expect(alive(pid)).toBe(true);
-    expect(await h.down()).toBeGreaterThan(10);
+    // down from a fresh LabHost (as `weft lab down` runs), recording what it does and in which order.
+    const events: string[] = [];
+    const real = systemRunner();
+    const recording: Runner = {
+      ...real,
+      run: (argv, opts) => {
+        if (argv.includes('link') && argv.includes('del')) events.push(`del ${argv.at(-1)}`);
+        return real.run(argv, opts);
+      },
+      kill: (pid, sig) => {
+        events.push(`kill ${pid} ${sig}`);
+        return real.kill(pid, sig);
+      },
+    };
+    expect(await new LabHost({ prefix, runner: recording, termGraceMs: 1000 }).down()).toBeGreaterThan(10);
+    if (hasWgGo) {
+      const wgPid = pids.at(-1)!;
+      const del = events.indexOf('del wgt0');
+      expect(del).toBeGreaterThanOrEqual(0);
+      const firstSignal = events.findIndex((e) => e.startsWith(`kill ${wgPid} `));
+      // wireguard-go exits by itself once its interface is gone; if it is signalled, only afterwards.
+      if (firstSignal >= 0) expect(firstSignal).toBeGreaterThan(del);
+      // The sleep processes were signalled by PID.
+      for (const pid of pids.slice(0, 2)) expect(events).toContain(`kill ${pid} SIGTERM`);
+    }
 
     for (const pid of pids) expect(alive(pid)).toBe(false);
     const after = footprint(prefix);
