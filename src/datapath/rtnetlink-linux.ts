@@ -49,7 +49,13 @@ export class LinuxRtNetlink implements RtNetlink {
   private socket(): RtNetlinkSocket {
     if (!this.sock) {
       const nl = require('netlink') as typeof import('netlink');
-      this.sock = nl.createRtNetlink();
+      const sock = nl.createRtNetlink();
+      // An 'error' event without a listener would throw and take the agent down; a socket error
+      // instead drops this socket, the pending request times out, and the next call reopens.
+      sock.socket.on('error', () => {
+        if (this.sock === sock) this.resetSocket();
+      });
+      this.sock = sock;
     }
     return this.sock;
   }
@@ -60,6 +66,9 @@ export class LinuxRtNetlink implements RtNetlink {
     } catch (err) {
       const m = /Request rejected: (\w+)/.exec(err instanceof Error ? err.message : '');
       const code = m?.[1];
+      // Anything but a kernel errno (a timeout, a socket error) may leave the socket unusable:
+      // drop it so the next call, at the next resync, opens a fresh one.
+      if (!code) this.resetSocket();
       throw new RtNetlinkError(`rtnetlink: ${what}: ${code ?? (err instanceof Error ? err.message : String(err))}`, { cause: err, ...(code ? { code } : {}) });
     }
   }
@@ -223,10 +232,18 @@ export class LinuxRtNetlink implements RtNetlink {
     }
   }
 
-  async close(): Promise<void> {
+  private resetSocket(): void {
     const s = this.sock;
     this.sock = undefined;
-    s?.socket.close();
+    try {
+      s?.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  async close(): Promise<void> {
+    this.resetSocket();
   }
 }
 
