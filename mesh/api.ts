@@ -36,6 +36,11 @@ export interface MemberView {
 export interface MeshSnapshot {
   readonly self: string;
   readonly members: readonly MemberView[];
+  /**
+   * The address and port another member last saw this member's probes come from (NAT discovery,
+   * issue 7); undefined until a direct probe was acked.
+   */
+  readonly observedSelf?: { readonly addr: string; readonly port: number };
 }
 
 /** Counters a member keeps about what it dropped and why; exported as metrics by the agent. */

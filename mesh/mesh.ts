@@ -139,6 +139,7 @@ export class Mesh implements MeshHandle {
   private nonceRotatedAt = 0;
   private readonly fetching = new Set<string>();
   private readonly listeners = new Set<(s: MeshSnapshot) => void>();
+  private readonly preStart = new Map<string, { payload: Uint8Array; expiresAt: number; deleted: boolean }>();
 
   private incarnation: number;
   private selfAddr: Address = { addr: '', port: 0 };
@@ -199,6 +200,8 @@ export class Mesh implements MeshHandle {
       name: this.name, alive: self, identityB64: b64(self.identityKey), state: 'alive', incarnation: self.incarnation,
       changedAt: this.now(), entries: prev?.entries ?? NO_ENTRIES,
     });
+    for (const [key, w] of this.preStart) this.publish(key, w.payload, w.expiresAt, w.deleted);
+    this.preStart.clear();
     // A bootstrap view that already holds exactly this claim needs no announcement.
     const known = prev && prev.alive.incarnation === self.incarnation && prev.alive.addr === self.addr && prev.alive.port === self.port && eq(prev.alive.identityKey, self.identityKey);
     if (!known) this.queueMsg(`m:${this.name}`, self);
@@ -258,7 +261,11 @@ export class Mesh implements MeshHandle {
 
   // ---------------------------------------------------------------- public state API
 
-  /** Publishes (or replaces) an entry this member owns. Never blocks: signs it and queues it for gossip. */
+  /**
+   * Publishes (or replaces) an entry this member owns. Never blocks: signs it and queues it for
+   * gossip. May be called before `start`; such writes are published when it starts. Throws
+   * {@link MeshInputError} on an invalid key, an oversized payload or too many entries.
+   */
   setLocal(key: string, payload: Uint8Array, ttlMs = 0): void {
     this.checkKey(key);
     if (!(payload instanceof Uint8Array)) throw new MeshInputError('payload must be a Uint8Array');
@@ -272,6 +279,7 @@ export class Mesh implements MeshHandle {
   /** Deletes an entry this member owns by publishing a tombstone. Never blocks; a no-op if already absent. */
   deleteLocal(key: string): void {
     this.checkKey(key);
+    if (!this.started && this.preStart.delete(key)) return;
     const cur = this.members.get(this.name)?.entries.get(key);
     if (!cur || cur.deleted) return;
     this.publish(key, new Uint8Array(0), this.now() + this.timing.tombstoneRetentionMs, true);
@@ -291,7 +299,7 @@ export class Mesh implements MeshHandle {
       }));
     }
     members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const snap: MeshSnapshot & { observedSelf?: Address } = { self: this.name, members, observedSelf: this.observed };
+    const snap: MeshSnapshot = { self: this.name, members, observedSelf: this.observed };
     return Object.freeze(snap);
   }
 
@@ -382,7 +390,14 @@ export class Mesh implements MeshHandle {
 
   private publish(key: string, payload: Uint8Array, expiresAt: number, deleted: boolean): void {
     const self = this.members.get(this.name);
-    if (!self) throw new MeshInputError('setLocal/deleteLocal called before start');
+    if (!self || !this.started || this.selfAddr.port === 0) {
+      // Before start: remember the latest write per key; start() publishes them.
+      if (!this.preStart.has(key) && this.preStart.size >= this.limits.maxEntriesPerMember) {
+        throw new MeshInputError(`more than ${this.limits.maxEntriesPerMember} entries`);
+      }
+      this.preStart.set(key, { payload, expiresAt, deleted });
+      return;
+    }
     const prev = self.entries.get(key);
     if (!prev && self.entries.size >= this.limits.maxEntriesPerMember) {
       throw new MeshInputError(`more than ${this.limits.maxEntriesPerMember} entries`);

@@ -322,3 +322,18 @@ describe('simulated mesh', () => {
     expect(c.nodes[1]!.observedSelf()).toEqual({ addr: simAddr(1), port: SIM_PORT });
   });
 });
+
+describe('local writes before start', () => {
+  it('are published when the member starts', async () => {
+    const c = (cluster = new SimCluster({ seed: 26 }));
+    const a = c.create(0);
+    await a.start([]);
+    const b = c.create(1);
+    b.setLocal('early', enc('before start'));
+    b.setLocal('gone', enc('x'));
+    b.deleteLocal('gone');
+    await c.settle(b.start([`${simAddr(0)}:${SIM_PORT}`]));
+    expect(await c.net.runUntilCondition(() => hasEntry(a, simName(1), 'early'), 5000)).toBeDefined();
+    expect(a.entryVersion(simName(1), 'gone')).toBeUndefined();
+  });
+});
