@@ -99,6 +99,7 @@ export class Reflector<T> {
   private loop: Promise<void> | undefined;
   private current: WatchHandle | undefined;
   private sleeping: { timer: TimerHandle; wake: () => void } | undefined;
+  private cancelList: (() => void) | undefined;
   private attempt = 0;
   private _connected = false;
   private _synced = false;
@@ -139,6 +140,7 @@ export class Reflector<T> {
   async stop(): Promise<void> {
     this.stopped = true;
     this.current?.abort();
+    this.cancelList?.();
     if (this.sleeping) {
       this.sleeping.timer.cancel();
       this.sleeping.wake();
@@ -197,19 +199,26 @@ export class Reflector<T> {
     }
   }
 
+  /** A list bounded by the timeout and by {@link stop} (a hung request never holds up shutdown). */
   private listWithTimeout(): Promise<ListResult> {
     return new Promise((resolve, reject) => {
       const timer = this.opts.clock.setTimer(
         () => reject(new KubeListError(`k8s: list ${this.opts.name}: timed out after ${this.opts.listTimeoutMs} ms`)),
         this.opts.listTimeoutMs,
       );
+      this.cancelList = () => {
+        timer.cancel();
+        reject(new KubeListError(`k8s: list ${this.opts.name}: stopped`));
+      };
       this.opts.transport.list().then(
         (r) => {
           timer.cancel();
+          this.cancelList = undefined;
           resolve(r);
         },
         (err: unknown) => {
           timer.cancel();
+          this.cancelList = undefined;
           reject(new KubeListError(`k8s: list ${this.opts.name}: ${errText(err)}`, { cause: err }));
         },
       );
@@ -223,6 +232,7 @@ export class Reflector<T> {
     try {
       result = await this.listWithTimeout();
     } catch (err) {
+      if (this.stopped) return false;
       this.stats.listErrors++;
       this.opts.logger.warn({ informer: this.opts.name, err: errText(err) }, 'list failed');
       return false;

@@ -21,8 +21,8 @@
  * - bearer-token authentication when a token is configured (401 otherwise).
  *
  * Test controls: add/modify/delete objects, compact the history, expire all watches (410), drop
- * every open connection, go down (refuse connections) and come back up on the same port, and a log
- * of every request for assertions.
+ * every open connection, hang (accept requests and never answer), go down (refuse connections) and
+ * come back up on the same port, and a log of every request for assertions.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -161,6 +161,9 @@ export class FakeApiServer {
   private compactedRV = 0;
   private uidSeq = 0;
   private listening = false;
+  /** While true, requests are accepted and never answered (a partitioned or overloaded server). */
+  private hanging = false;
+  private readonly hung = new Set<ServerResponse>();
   /** The port the server listens on (kept across {@link down}/{@link up}). */
   port = 0;
 
@@ -270,9 +273,23 @@ export class FakeApiServer {
     }
   }
 
+  /**
+   * Hang mode: new requests are accepted but never answered, as behind a network partition where
+   * TCP connects but nothing comes back. Turning it off drops the hung requests.
+   */
+  hang(on: boolean): void {
+    this.hanging = on;
+    if (!on) {
+      for (const r of this.hung) r.destroy();
+      this.hung.clear();
+    }
+  }
+
   /** Destroys every open connection (mid-stream, without a clean end), as a network failure would. */
   dropConnections(): void {
     for (const w of [...this.watchers]) this.endWatch(w, true);
+    for (const r of this.hung) r.destroy();
+    this.hung.clear();
     for (const s of this.sockets) s.destroy();
   }
 
@@ -409,6 +426,11 @@ export class FakeApiServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.hanging) {
+      this.hung.add(res);
+      res.on('close', () => this.hung.delete(res));
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://x');
     const q = url.searchParams;
     if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {

@@ -276,6 +276,42 @@ describe('KubeSource against the fake API server', () => {
   });
 });
 
+describe('KubeSource against a hanging API server', () => {
+  it('bounds a list that never answers, retries, and syncs once the server answers again', async () => {
+    const server = await FakeApiServer.start();
+    cleanups.push(() => server.close());
+    server.upsertNode(node('node-a', '192.0.2.1', ['10.244.5.0/24']));
+    server.hang(true);
+    const clock = fastClock(1000);
+    const source = new KubeSource(clientTransport(server.kubeConfig(), 'node-a'), {
+      nodeName: 'node-a',
+      meshPort: 7946,
+      logger: silent,
+      clock,
+      random: () => 0.5,
+      listTimeoutMs: 50_000, // 50 ms real
+    });
+    cleanups.push(() => source.stop());
+    source.start();
+    await waitFor(() => expect(source.stats().nodes.listErrors).toBeGreaterThanOrEqual(2));
+    expect(source.snapshot().synced).toBe(false);
+    server.hang(false);
+    await waitFor(() => expect(source.snapshot().podCIDRs).toEqual(['10.244.5.0/24']));
+  });
+
+  it('stops promptly while a list is hung', async () => {
+    const server = await FakeApiServer.start();
+    cleanups.push(() => server.close());
+    server.hang(true);
+    const source = new KubeSource(clientTransport(server.kubeConfig(), 'node-a'), { nodeName: 'node-a', meshPort: 7946, logger: silent });
+    source.start(); // system clock, 30 s list timeout
+    await waitFor(() => expect(server.requests.length + (source.stats().nodes.lists > 0 ? 1 : 0)).toBeGreaterThan(0));
+    await source.stop(); // would take 30 s if stop waited for the list timeout
+    expect(source.stats().nodes.listErrors).toBe(0);
+    expect(source.snapshot().connected).toBe(false);
+  });
+});
+
 describe('KubeSource.waitForSync', () => {
   it('resolves with the first synced snapshot', async () => {
     const { server, source } = await setup();
