@@ -107,7 +107,7 @@ export function expandIPv6(ip: string): string | undefined {
  * `ip6.arpa` for IPv6. Returns undefined for anything that is not an IP address.
  */
 export function reverseName(ip: string): string | undefined {
-  if (isIPv4(ip)) return `${ip.split('.').reverse().map(Number).join('.')}.in-addr.arpa`;
+  if (isIPv4(ip)) return `${ip.split('.').reverse().join('.')}.in-addr.arpa`;
   const nibbles = expandIPv6(ip);
   if (nibbles === undefined) return undefined;
   return `${nibbles.split('').reverse().join('.')}.ip6.arpa`;

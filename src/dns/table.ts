@@ -73,13 +73,24 @@ interface Candidate {
   readonly original: string;
   /** The original was already a valid label (no mapping applied). */
   readonly exact: boolean;
-  readonly ips: Set<string>;
+  readonly ips: string[];
+  /** Family (4 or 6) of each address in `ips`. */
+  readonly families: number[];
 }
 
+/** Shared by every absent record type: most names have one type, so most arrays stay unallocated. */
+const NONE: readonly string[] = Object.freeze([]);
+
 interface MutableRecords {
-  a: string[];
-  aaaa: string[];
-  ptr: string[];
+  a: readonly string[];
+  aaaa: readonly string[];
+  ptr: readonly string[];
+}
+
+function push(r: MutableRecords, type: keyof MutableRecords, value: string): void {
+  const cur = r[type];
+  if (cur === NONE) r[type] = [value];
+  else if (!cur.includes(value)) (cur as string[]).push(value);
 }
 
 /** An empty table for `zone`: every in-zone name is NXDOMAIN except the apex and its fixed subtrees. */
@@ -114,23 +125,36 @@ export function buildTable(src: TableSource): DnsTable {
   const podCandidates = new Map<string, Candidate>();
   const nodeCandidates = new Map<string, Candidate>();
   const offer = (map: Map<string, Candidate>, fqdn: string, original: string, exact: boolean, ips: readonly string[]): void => {
-    const valid: string[] = [];
+    const valid: Candidate = { original, exact, ips: [], families: [] };
     for (const ip of ips) {
-      if (typeof ip === 'string' && isIP(ip) !== 0) valid.push(ip.toLowerCase());
-      else badAddresses++;
+      const family = typeof ip === 'string' ? isIP(ip) : 0;
+      if (family === 0) {
+        badAddresses++;
+        continue;
+      }
+      const norm = family === 6 ? ip.toLowerCase() : ip;
+      if (!valid.ips.includes(norm)) {
+        valid.ips.push(norm);
+        valid.families.push(family);
+      }
     }
     const cur = map.get(fqdn);
     if (cur === undefined) {
-      map.set(fqdn, { original, exact, ips: new Set(valid) });
+      map.set(fqdn, valid);
       return;
     }
     if (cur.original === original) {
-      for (const ip of valid) cur.ips.add(ip);
+      valid.ips.forEach((ip, i) => {
+        if (!cur.ips.includes(ip)) {
+          cur.ips.push(ip);
+          cur.families.push(valid.families[i]);
+        }
+      });
       return;
     }
     collisions++;
     const wins = exact !== cur.exact ? exact : original < cur.original;
-    if (wins) map.set(fqdn, { original, exact, ips: new Set(valid) });
+    if (wins) map.set(fqdn, valid);
   };
 
   for (const n of nodes) {
@@ -153,7 +177,7 @@ export function buildTable(src: TableSource): DnsTable {
   const entry = (name: string): MutableRecords => {
     let r = names.get(name);
     if (r === undefined) {
-      r = { a: [], aaaa: [], ptr: [] };
+      r = { a: NONE, aaaa: NONE, ptr: NONE };
       names.set(name, r);
       addAncestors(name);
     }
@@ -167,31 +191,34 @@ export function buildTable(src: TableSource): DnsTable {
       if (dot < 0) return;
       cur = cur.slice(dot + 1);
       if (names.has(cur)) return;
-      names.set(cur, { a: [], aaaa: [], ptr: [] });
+      names.set(cur, { a: NONE, aaaa: NONE, ptr: NONE });
     }
   };
   for (const apex of authorities) entry(apex);
   entry(`pod.${zone}`);
   entry(`node.${zone}`);
 
+  // Records are sorted where a name has several, so answers do not depend on input order.
   const publish = (map: Map<string, Candidate>): number => {
-    // Sorted so record order (and so answers) do not depend on input order.
-    const fqdns = [...map.keys()].sort();
-    for (const fqdn of fqdns) {
-      const c = map.get(fqdn)!;
+    for (const [fqdn, c] of map) {
       const r = entry(fqdn);
-      for (const ip of [...c.ips].sort()) {
-        (isIP(ip) === 4 ? r.a : r.aaaa).push(ip);
+      for (let i = 0; i < c.ips.length; i++) {
+        const ip = c.ips[i];
+        push(r, c.families[i] === 4 ? 'a' : 'aaaa', ip);
         const rev = reverseName(ip)!;
         if (!names.has(rev) && !underAuthority(rev, authorities)) authorities.add(rev);
-        const pr = entry(rev);
-        if (!pr.ptr.includes(fqdn)) pr.ptr.push(fqdn);
+        push(entry(rev), 'ptr', fqdn);
       }
     }
-    return fqdns.length;
+    return map.size;
   };
   const nodeCount = publish(nodeCandidates);
   const podCount = publish(podCandidates);
+  for (const r of names.values()) {
+    if (r.a.length > 1) (r.a as string[]).sort();
+    if (r.aaaa.length > 1) (r.aaaa as string[]).sort();
+    if (r.ptr.length > 1) (r.ptr as string[]).sort();
+  }
 
   return {
     zone,
