@@ -4,7 +4,8 @@
  * planDatapath -> DatapathReconciler (userspace backend, LinuxRtNetlink). Node A has no record of
  * node C. Traffic from A to C's pod range must put no packet with a pod address in its IP header on
  * A's underlay interface (tcpdump), even though A's default route points at C, while traffic to B
- * flows, encrypted. A control capture first proves the capture would see such a leak, and a second
+ * flows, encrypted. IPv6 pod ranges (the second cluster CIDR) are checked the same way. A control
+ * capture first proves the capture would see such a leak, and a second
  * phase deletes A's WireGuard interface to check the blackhole fallback keeps the CIDR closed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,7 +22,9 @@ import { DatapathDriver, deleteNamespaces, labPrerequisites, makeUnderlay, nsRun
 
 const why = labPrerequisites();
 const PREFIX = `wdp-l${process.pid % 10000}`;
-const CLUSTER = ['10.244.0.0/16'];
+const CLUSTER = ['10.244.0.0/16', 'fd00:10::/56'];
+/** Any packet with a pod (cluster) address in its IP header. */
+const POD_TRAFFIC = 'net 10.244.0.0/16 or net fd00:10::/56';
 
 /**
  * A capture on a namespace's eth0, written to a pcap file. Immediate mode matters: without it
@@ -86,7 +89,7 @@ describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${w
         listenPort: 51820,
         endpoints: [`192.0.2.${i + 1}:51820`],
         meshIP: `10.244.${i + 1}.1`,
-        podCIDRs: [`10.244.${i + 1}.0/24`],
+        podCIDRs: [`10.244.${i + 1}.0/24`, `fd00:10:0:${i + 1}::/64`],
         claimedAt: 1000 + i,
         keepalive: 0,
       });
@@ -97,6 +100,7 @@ describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${w
     }
     // Without weft, A would send cluster traffic to its default gateway (C) in clear.
     sh(['ip', '-n', nodes[0]!, 'route', 'add', 'default', 'via', '192.0.2.3']);
+    sh(['ip', '-n', nodes[0]!, '-6', 'route', 'add', 'default', 'via', '2001:db8::3']);
     // Node A's view lacks C's record; B and C see everyone.
     for (let i = 0; i < 3; i++) {
       const visible = i === 0 ? [0, 1] : [0, 1, 2];
@@ -120,8 +124,10 @@ describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${w
     const file = join(dir, 'control.pcap');
     const cap = await capture(nodes[0]!, file);
     ping(nodes[0]!, '10.244.3.5');
+    ping(nodes[0]!, 'fd00:10:0:3::5');
     await cap.stop();
     expect(readPcap(file, 'net 10.244.0.0/16').length).toBeGreaterThan(0);
+    expect(readPcap(file, 'net fd00:10::/56').length).toBeGreaterThan(0);
   });
 
   it('with the datapath applied, traffic to the unknown node never leaves in clear; to the known node it flows encrypted', async () => {
@@ -135,11 +141,13 @@ describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${w
     const toC = ping(nodes[0]!, '10.244.3.1', '10.244.1.1');
     const toCPod = ping(nodes[0]!, '10.244.3.5');
     const toNobody = ping(nodes[0]!, '10.244.200.9');
+    const toCPod6 = ping(nodes[0]!, 'fd00:10:0:3::5');
+    const toBPod6 = ping(nodes[0]!, 'fd00:10:0:2::5');
     // C knows A and tries to reach it: A has no peer for C, so nothing is accepted or answered in clear.
     const fromC = ping(nodes[2]!, '10.244.1.1', '10.244.3.1');
     await cap.stop();
-    expect({ toB, toC, toCPod, toNobody, fromC }).toEqual({ toB: true, toC: false, toCPod: false, toNobody: false, fromC: false });
-    expect(readPcap(file, 'net 10.244.0.0/16')).toEqual([]);
+    expect({ toB, toC, toCPod, toNobody, toCPod6, toBPod6, fromC }).toEqual({ toB: true, toC: false, toCPod: false, toNobody: false, toCPod6: false, toBPod6: false, fromC: false });
+    expect(readPcap(file, POD_TRAFFIC)).toEqual([]);
     const wg = readPcap(file, 'udp and host 192.0.2.1 and host 192.0.2.2 and port 51820');
     expect(wg.length).toBeGreaterThanOrEqual(4);
   });
@@ -151,9 +159,10 @@ describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${w
     const cap = await capture(nodes[0]!, file);
     const toB = ping(nodes[0]!, '10.244.2.1');
     const toCPod = ping(nodes[0]!, '10.244.3.5');
+    const toCPod6 = ping(nodes[0]!, 'fd00:10:0:3::5');
     await cap.stop();
-    expect({ toB, toCPod }).toEqual({ toB: false, toCPod: false });
-    expect(readPcap(file, 'net 10.244.0.0/16')).toEqual([]);
+    expect({ toB, toCPod, toCPod6 }).toEqual({ toB: false, toCPod: false, toCPod6: false });
+    expect(readPcap(file, POD_TRAFFIC)).toEqual([]);
     const r = await drivers[0]!.call<{ ok: boolean; errors: string[] }>({ resync: true });
     expect(r.errors).toEqual([]);
     expect(ping(nodes[0]!, '10.244.2.1', '10.244.1.1')).toBe(true);

@@ -130,7 +130,8 @@ export function deleteNamespaces(names: readonly string[]): void {
 
 /**
  * Creates an underlay namespace with a bridge and one namespace per node, each joined to the bridge
- * by a veth named `eth0` with address `192.0.2.<i+1>/24`. Returns the node namespace names.
+ * by a veth named `eth0` with addresses `192.0.2.<i+1>/24` and `2001:db8::<i+1>/64` (documentation
+ * ranges). Returns the node namespace names.
  */
 export function makeUnderlay(prefix: string, nodes: number): { underlay: string; nodes: string[] } {
   const underlay = `${prefix}-u`;
@@ -145,6 +146,7 @@ export function makeUnderlay(prefix: string, nodes: number): { underlay: string;
     sh(['ip', '-n', underlay, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     sh(['ip', '-n', underlay, 'link', 'set', `p${i}`, 'master', 'br0', 'up']);
     sh(['ip', '-n', ns, 'addr', 'add', `192.0.2.${i + 1}/24`, 'dev', 'eth0']);
+    sh(['ip', '-n', ns, 'addr', 'add', `2001:db8::${i + 1}/64`, 'dev', 'eth0', 'nodad']);
     sh(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
     sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
   }
