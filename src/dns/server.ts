@@ -23,6 +23,7 @@ import { errorResponse, handleQuery, responseRcode, DEFAULT_MAX_QUERY_SIZE, type
 import type { DnsTable } from './table.ts';
 import { SourceRateLimiter, type RateLimitOptions } from './ratelimit.ts';
 import type { ListenAddress } from './forwarder.ts';
+import { SourceAcl } from './acl.ts';
 
 /** What the server needs from a forwarder (see forwarder.ts); must never reject. */
 export interface QueryForwarder {
@@ -48,6 +49,12 @@ export interface DnsServerOptions {
   readonly table: DnsTable;
   /** Out-of-zone queries go here; without it they get REFUSED. */
   readonly forwarder?: QueryForwarder;
+  /**
+   * Sources allowed to have out-of-zone names forwarded (CIDRs, e.g. the cluster CIDRs plus
+   * loopback); others get REFUSED for them, so the node is no open resolver. In-zone names are
+   * answered to everyone. Default: everyone.
+   */
+  readonly forwardFrom?: readonly string[];
   /** Answer TTL in seconds. Default 5. */
   readonly ttl?: number;
   /** EDNS0 UDP payload size advertised. Default 1232. */
@@ -109,6 +116,7 @@ export class DnsServer {
   readonly #opts: DnsServerOptions;
   readonly #log: Logger;
   readonly #limiter: SourceRateLimiter | undefined;
+  readonly #forwardAcl: SourceAcl | undefined;
   readonly #handlerUdp: HandlerOptions;
   readonly #handlerTcp: HandlerOptions;
   /** Answer caches per transport (the answer differs: UDP may be truncated), keyed by the query after its ID. */
@@ -137,6 +145,7 @@ export class DnsServer {
     this.#table = opts.table;
     const rl = opts.rateLimit === undefined ? { qps: 1000, burst: 2000 } : opts.rateLimit;
     this.#limiter = rl === false ? undefined : new SourceRateLimiter(rl);
+    this.#forwardAcl = opts.forwardFrom === undefined ? undefined : new SourceAcl(opts.forwardFrom);
     const maxQuerySize = opts.tcp?.maxQuerySize ?? DEFAULT_MAX_QUERY_SIZE;
     this.#handlerUdp = { transport: 'udp', ttl: opts.ttl, ednsUdpSize: opts.ednsUdpSize, maxQuerySize };
     this.#handlerTcp = { transport: 'tcp', ttl: opts.ttl, ednsUdpSize: opts.ednsUdpSize, maxQuerySize };
@@ -301,9 +310,9 @@ export class DnsServer {
   }
 
   /** Forwards `msg`; `send` is called exactly once, with undefined when there is nothing to send. */
-  #forward(msg: Buffer, transport: 'udp' | 'tcp', t0: number, send: (b: Buffer | undefined) => void): void {
+  #forward(msg: Buffer, transport: 'udp' | 'tcp', source: string | undefined, t0: number, send: (b: Buffer | undefined) => void): void {
     const fw = this.#opts.forwarder;
-    if (fw === undefined) {
+    if (fw === undefined || (this.#forwardAcl !== undefined && !this.#forwardAcl.allows(source))) {
       const refused = errorResponse(msg, 'REFUSED');
       if (refused) this.#count('REFUSED', false, t0);
       else this.#dropped.unanswerable++;
@@ -335,7 +344,7 @@ export class DnsServer {
     const out = this.#answer(msg, 'udp');
     if (out === 'drop') return;
     if (out === 'forward') {
-      this.#forward(msg, 'udp', t0, (b) => {
+      this.#forward(msg, 'udp', rinfo.address, t0, (b) => {
         if (!this.#closed && b !== undefined) sock.send(b, rinfo.port, rinfo.address);
       });
       return;
@@ -392,7 +401,7 @@ export class DnsServer {
           c.destroy();
           return;
         }
-        if (out === 'forward') this.#forward(msg, 'tcp', t0, send);
+        if (out === 'forward') this.#forward(msg, 'tcp', c.remoteAddress, t0, send);
         else {
           this.#count(out.rcode, out.truncated, t0);
           send(out.bytes);

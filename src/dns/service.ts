@@ -26,6 +26,8 @@ export interface DnsServiceOptions {
   readonly upstreamPort?: number;
   readonly rateLimit?: RateLimitOptions | false;
   readonly tcp?: TcpLimits;
+  /** Sources allowed to use forwarding (CIDRs), e.g. the cluster CIDRs and loopback. Default: everyone. */
+  readonly forwardFrom?: readonly string[];
   readonly logger: Logger;
 }
 
@@ -61,7 +63,8 @@ export class DnsService {
     });
     await forwarder.start();
     const server = new DnsServer({
-      listen: opts.listen, table: emptyTable(zone), forwarder, ttl: opts.ttl, rateLimit: opts.rateLimit, tcp: opts.tcp, logger: log,
+      listen: opts.listen, table: emptyTable(zone), forwarder, ttl: opts.ttl, rateLimit: opts.rateLimit, tcp: opts.tcp,
+      forwardFrom: opts.forwardFrom, logger: log,
     });
     try {
       await server.start();

@@ -71,3 +71,15 @@ describe('SourceRateLimiter', () => {
     expect(() => new SourceRateLimiter({ qps: 0, burst: 1 })).toThrow(/ratelimit/);
   });
 });
+
+describe('SourceAcl', () => {
+  it('matches IPv4, IPv4-mapped and IPv6 sources against CIDRs', async () => {
+    const { SourceAcl } = await import('../../src/dns/acl.ts');
+    const acl = new SourceAcl(['10.244.0.0/16', '127.0.0.0/8', 'fd00:10::/32', '192.0.2.7/32']);
+    for (const ip of ['10.244.3.5', '127.0.0.1', '::ffff:10.244.0.1', 'fd00:10:0:1::5', '192.0.2.7']) expect(acl.allows(ip), ip).toBe(true);
+    for (const ip of ['10.245.0.1', '192.0.2.8', 'fd00:11::1', '::1', 'garbage', undefined]) expect(acl.allows(ip), String(ip)).toBe(false);
+    expect(new SourceAcl(['0.0.0.0/0']).allows('198.18.0.1')).toBe(true);
+    expect(new SourceAcl([]).allows('127.0.0.1')).toBe(false);
+    for (const bad of ['10.0.0.0/33', '10.0.0.0', 'x/8', '::/129', '10.0.0.0/8/1']) expect(() => new SourceAcl([bad]), bad).toThrow(/dns acl: invalid CIDR/);
+  });
+});

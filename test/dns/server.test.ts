@@ -294,6 +294,18 @@ describe('forwarding through the server', () => {
     expect(up.tcpQueries).toBe(1);
   });
 
+  it('forwards only for allowed sources; in-zone names are answered to everyone', async () => {
+    const up = await upstream('127.0.0.14', 0, '192.0.2.14');
+    const fwd = await startForwarder(await tempResolvConf('nameserver 127.0.0.14\n'), up.port);
+    const { port: closed } = await startServer({ forwarder: fwd, forwardFrom: ['10.244.0.0/16', 'fd00::/8'] });
+    expect(decode((await udpExchange('127.0.0.1', closed, query('example.com', 'A')))!).rcode).toBe('REFUSED');
+    expect(decode(await tcpExchange('127.0.0.1', closed, query('example.com', 'A'))).rcode).toBe('REFUSED');
+    expect(decode((await udpExchange('127.0.0.1', closed, query('web.default.pod.weft.local', 'A')))!).rcode).toBe('NOERROR');
+    expect(up.ids).toHaveLength(0);
+    const { port: open } = await startServer({ forwarder: fwd, forwardFrom: ['10.244.0.0/16', '127.0.0.0/8'] });
+    expect(decode((await udpExchange('127.0.0.1', open, query('example.com', 'A')))!).answers![0]).toMatchObject({ data: '192.0.2.14' });
+  });
+
   it('never forwards to itself', async () => {
     // Server on 127.0.0.8:P; resolv.conf lists itself first, then a real upstream on the same port.
     const { server, port } = await startServer({}, '127.0.0.8');
