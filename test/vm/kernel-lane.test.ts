@@ -28,7 +28,8 @@ interface Report {
   testResults: { name: string; status: string; message: string; assertionResults: AssertionResult[] }[];
 }
 
-const BOOT_DEADLINE_MS = 170_000;
+/** The lane takes about 100 s on an idle 2-core machine (about 60 s of it is vitest starting under TCG). */
+const BOOT_DEADLINE_MS = 200_000;
 
 describe.skipIf(!prepared || !hasQemu)(`kernel VM lane${!prepared || !hasQemu ? ` (skipped: ${reason})` : ''}`, () => {
   let qemu: ChildProcess | undefined;
@@ -78,6 +79,8 @@ describe.skipIf(!prepared || !hasQemu)(`kernel VM lane${!prepared || !hasQemu ? 
     const expected = readFileSync(`${REPO}/test/wireguard/compliance.ts`, 'utf8').match(/^ {4}it\(/gm)?.length ?? 0;
     expect(expected).toBeGreaterThan(5);
     expect(compliance).toHaveLength(expected);
-    expect(results.filter((r) => r.fullName.includes('kernel backend specifics')).length).toBeGreaterThanOrEqual(4);
-  });
+    expect(results.filter((r) => r.fullName.includes('kernel backend specifics')).length).toBeGreaterThanOrEqual(5);
+    const times = [...console.matchAll(/WEFT-VM-(VITEST-START|VITEST-EXIT \d+) uptime=([\d.]+)/g)].map((x) => `${x[1]} at ${x[2]} s`);
+    process.stdout.write(`kernel VM lane: ${results.length} guest tests passed; guest ${times.join(', ')}\n`);
+  }, BOOT_DEADLINE_MS + 20_000);
 });

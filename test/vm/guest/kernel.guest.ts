@@ -76,6 +76,50 @@ describe('kernel backend specifics', () => {
     }
   });
 
+  it('two configured kernel devices handshake and carry traffic', async () => {
+    // Both links are created and configured here (their UDP sockets stay in this namespace, on
+    // loopback), then each is moved into its own network namespace, where ping goes through them.
+    const wg = await KernelWireGuardBackend.open({ logger });
+    const ns = ['wwg-ka', 'wwg-kb'];
+    try {
+      const ka = generateKeyPair();
+      const kb = generateKeyPair();
+      await wg.ensureDevice('wgy0');
+      await wg.ensureDevice('wgy1');
+      await wg.setDevice('wgy0', { privateKey: ka.privateKey, listenPort: 52001, peers: [{ publicKey: kb.publicKey, endpoint: '127.0.0.1:52002', allowedIPs: ['10.98.0.2/32'] }] });
+      await wg.setDevice('wgy1', { privateKey: kb.privateKey, listenPort: 52002, peers: [{ publicKey: ka.publicKey, endpoint: '127.0.0.1:52001', allowedIPs: ['10.98.0.1/32'] }] });
+      const plan = [
+        ['wgy0', ns[0]!, '10.98.0.1', '10.98.0.2'],
+        ['wgy1', ns[1]!, '10.98.0.2', '10.98.0.1'],
+      ] as const;
+      for (const [dev, n, self, other] of plan) {
+        sh('ip', ['netns', 'add', n]);
+        sh('ip', ['link', 'set', dev, 'netns', n]);
+        sh('ip', ['-n', n, 'addr', 'add', `${self}/32`, 'dev', dev]);
+        sh('ip', ['-n', n, 'link', 'set', dev, 'up']);
+        sh('ip', ['-n', n, 'route', 'add', `${other}/32`, 'dev', dev]);
+      }
+      sh('ip', ['netns', 'exec', ns[0]!, 'ping', '-c', '2', '-W', '5', '10.98.0.2']);
+      // Bring one back to read it with the backend.
+      sh('ip', ['-n', ns[0]!, 'link', 'set', 'wgy0', 'netns', '1']);
+      const p = (await wg.getDevice('wgy0'))!.peers[0]!;
+      expect(p.lastHandshake).toBeGreaterThan(0);
+      expect(p.rxBytes).toBeGreaterThan(0);
+      expect(p.txBytes).toBeGreaterThan(0);
+    } finally {
+      for (const n of ns) {
+        try {
+          execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
+        } catch {
+          // not created
+        }
+      }
+      await wg.deleteDevice('wgy0').catch(() => {});
+      await wg.deleteDevice('wgy1').catch(() => {});
+      await wg.close();
+    }
+  });
+
   it('refuses to adopt or delete a link that is not WireGuard', async () => {
     const wg = await KernelWireGuardBackend.open({ logger });
     try {
