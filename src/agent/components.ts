@@ -20,15 +20,10 @@ import { PodIpam } from '../ipam/pods.ts';
 import type { NodeInfo, PodRecord, RemoteNode } from '../model.ts';
 import { planMTU } from '../plan/datapath.ts';
 import type { WgDevice, WireGuardBackend } from '../wireguard/backend.ts';
-import { UserspaceWireGuardBackend } from '../wireguard/userspace.ts';
+import { createWireGuardBackend } from '../wireguard/index.ts';
 import type { Agent } from './agent.ts';
 import type { DatapathPort, DatapathStats, DnsPort, HostNetPort } from './ports.ts';
 import type { Underlay } from './underlay.ts';
-
-/** A module the agent needs is not available in this build. */
-export class ComponentUnavailableError extends Error {
-  override name = 'ComponentUnavailableError';
-}
 
 /** The datapath port plus what status needs: the backend kind and a device read. */
 export interface Datapath extends DatapathPort {
@@ -36,15 +31,21 @@ export interface Datapath extends DatapathPort {
   readDevice(): Promise<WgDevice | null>;
 }
 
-/** Chooses the WireGuard backend for `config.backend`. */
+/**
+ * Opens the WireGuard backend for `config.backend` (`src/wireguard/index.ts`: auto = kernel when
+ * the module is there, else wireguard-go). A userspace device whose process dies triggers a
+ * reconcile, which starts a new one.
+ */
 export async function createBackend(config: Config, logger: Logger, onDeviceLost: () => void): Promise<WireGuardBackend> {
-  if (config.backend === 'kernel') throw new ComponentUnavailableError('agent: --backend kernel is not available in this build yet; use userspace');
-  return new UserspaceWireGuardBackend({
+  return createWireGuardBackend({
+    kind: config.backend,
     logger,
-    stateDir: `${config.runDir}/wireguard-go`,
-    onDeviceLost: (name, reason) => {
-      logger.warn({ ifname: name, reason }, 'wireguard-go exited; reconciling');
-      onDeviceLost();
+    userspace: {
+      stateDir: `${config.runDir}/wireguard-go`,
+      onDeviceLost: (name, reason) => {
+        logger.warn({ ifname: name, reason }, 'wireguard-go exited; reconciling');
+        onDeviceLost();
+      },
     },
   });
 }
