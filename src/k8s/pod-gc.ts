@@ -8,6 +8,8 @@ import type { KubePod } from './slim.ts';
 
 /** A pod as the CNI handler recorded it on this node. */
 export interface CniPod {
+  /** Identifies the attachment for the caller (e.g. "<containerId>/<ifname>"); not used in decisions. */
+  readonly key?: string;
   readonly namespace: string;
   readonly name: string;
   /** K8S_POD_UID from CNI_ARGS, when the runtime passed it. */
@@ -68,4 +70,31 @@ export function podsToRemove(cni: readonly CniPod[], view: KubePodView, now: num
     const kb = `${b.pod.namespace}/${b.pod.name}`;
     return ka < kb ? -1 : ka > kb ? 1 : 0;
   });
+}
+
+/** The fields of an IPAM allocation (`src/ipam/pods.ts` PodAllocation) this module needs. */
+export interface AllocationLike {
+  readonly containerId: string;
+  readonly ifname: string;
+  readonly podName?: string;
+  readonly podNamespace?: string;
+  readonly allocatedAt: number;
+}
+
+/**
+ * CNI pods from IPAM allocations: one per named pod (attachments without a pod name carry no DNS
+ * name and are skipped), keyed "<containerId>/<ifname>"; a pod with several attachments counts
+ * from its oldest one.
+ */
+export function cniPodsFromAllocations(allocations: readonly AllocationLike[]): CniPod[] {
+  const byPod = new Map<string, CniPod>();
+  for (const a of allocations) {
+    if (a.podName === undefined || a.podNamespace === undefined || a.podName === '' || a.podNamespace === '') continue;
+    const k = `${a.podNamespace}/${a.podName}`;
+    const prev = byPod.get(k);
+    if (prev === undefined || a.allocatedAt < prev.addedAt) {
+      byPod.set(k, { key: `${a.containerId}/${a.ifname}`, namespace: a.podNamespace, name: a.podName, addedAt: a.allocatedAt });
+    }
+  }
+  return [...byPod.values()];
 }

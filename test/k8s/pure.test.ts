@@ -5,7 +5,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { backoffDelay } from '../../src/k8s/clock.ts';
-import { type CniPod, type KubePodView, podsToRemove } from '../../src/k8s/pod-gc.ts';
+import { kubeInputs } from '../../src/k8s/inputs.ts';
+import { type CniPod, type KubePodView, cniPodsFromAllocations, podsToRemove } from '../../src/k8s/pod-gc.ts';
+import type { KubeSnapshot } from '../../src/k8s/source.ts';
 import { type KubePod, canonicalCIDR, canonicalIP, hostPort, slimNode, slimPod } from '../../src/k8s/slim.ts';
 
 describe('slimNode', () => {
@@ -188,6 +190,79 @@ describe('podsToRemove', () => {
         for (const c of cni) {
           if (NOW - c.addedAt >= 30_000 && !pods.some((p) => p.name === c.name)) expect(out.map((r) => r.pod)).toContain(c);
         }
+      }),
+    );
+  });
+});
+
+describe('cniPodsFromAllocations', () => {
+  it('keeps named pods once, from their oldest attachment, and skips unnamed ones', () => {
+    const pods = cniPodsFromAllocations([
+      { containerId: 'c1', ifname: 'eth0', podName: 'web', podNamespace: 'default', allocatedAt: 20 },
+      { containerId: 'c1', ifname: 'net1', podName: 'web', podNamespace: 'default', allocatedAt: 10 },
+      { containerId: 'c2', ifname: 'eth0', allocatedAt: 5 },
+      { containerId: 'c3', ifname: 'eth0', podName: 'db', podNamespace: 'prod', allocatedAt: 7 },
+    ]);
+    expect(pods).toEqual([
+      { key: 'c1/net1', namespace: 'default', name: 'web', addedAt: 10 },
+      { key: 'c3/eth0', namespace: 'prod', name: 'db', addedAt: 7 },
+    ]);
+  });
+});
+
+describe('kubeInputs', () => {
+  const snap = (over: Partial<KubeSnapshot> = {}): KubeSnapshot => ({
+    version: 1,
+    connected: true,
+    synced: true,
+    self: undefined,
+    podCIDRs: [],
+    endpointIPs: ['192.0.2.1', '198.18.0.1'],
+    seeds: ['192.0.2.2:7946', '192.0.2.3:7946'],
+    nodes: [],
+    pods: [],
+    ...over,
+  });
+  const cfg = { seeds: ['192.0.2.3:7946', 'seed.example:7946'], podCIDRs: [] as string[], clusterCIDRs: ['10.244.0.0/16', 'fd00:10:244::/56'] };
+
+  it('uses spec.podCIDRs inside the cluster CIDR, and merges seeds flag-first without duplicates', () => {
+    const r = kubeInputs(cfg, snap({ podCIDRs: ['10.244.3.0/24', 'fd00:10:244:3::/64'] }));
+    expect(r).toEqual({
+      podCIDRs: ['10.244.3.0/24', 'fd00:10:244:3::/64'],
+      podCIDRSource: 'kubernetes',
+      seeds: ['192.0.2.3:7946', 'seed.example:7946', '192.0.2.2:7946'],
+      endpointIPs: ['192.0.2.1', '198.18.0.1'],
+      problems: [],
+    });
+  });
+
+  it('an explicit --pod-cidr wins, and a disagreement is reported', () => {
+    const r = kubeInputs({ ...cfg, podCIDRs: ['10.244.9.0/24'] }, snap({ podCIDRs: ['10.244.3.0/24'] }));
+    expect(r.podCIDRs).toEqual(['10.244.9.0/24']);
+    expect(r.podCIDRSource).toBe('flag');
+    expect(r.problems).toEqual([expect.stringMatching(/differ from --pod-cidr/)]);
+  });
+
+  it.each([
+    ['outside the cluster CIDR', ['10.99.0.0/24'], /outside the cluster CIDR/],
+    ['too small', ['10.244.3.0/31'], /too small/],
+    ['unparseable', ['nonsense'], /does not parse/],
+    ['a second block of one family', ['10.244.3.0/24', '10.244.4.0/24'], /second IPv4 block/],
+  ])('ignores a podCIDR that is %s', (_n, cidrs, why) => {
+    const r = kubeInputs(cfg, snap({ podCIDRs: cidrs }));
+    expect(r.problems).toEqual([expect.stringMatching(why)]);
+    expect(r.podCIDRs.every((c) => c.startsWith('10.244.'))).toBe(true);
+  });
+
+  it('without Kubernetes, passes the flags through', () => {
+    expect(kubeInputs(cfg, undefined)).toEqual({ podCIDRs: [], podCIDRSource: 'none', seeds: cfg.seeds, endpointIPs: [], problems: [] });
+  });
+
+  it('never throws and only returns pod CIDRs inside the cluster CIDR', () => {
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.string(), fc.constantFrom('10.244.3.0/24', '10.0.0.0/8', 'fd00:10:244:1::/64', '10.244.3.0/30'))), (cidrs) => {
+        const r = kubeInputs(cfg, snap({ podCIDRs: cidrs }));
+        for (const c of r.podCIDRs) expect(c.startsWith('10.244.') || c.startsWith('fd00:10:244:')).toBe(true);
       }),
     );
   });
