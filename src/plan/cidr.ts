@@ -6,6 +6,7 @@
 import { isIPv4 } from 'node:net';
 import { formatAddr, formatCidr, parseAddr, parseCidr, type Cidr } from '../ipam/cidr.ts';
 
+/** Re-exported IPAM CIDR arithmetic, so planner code has one import for addresses. */
 export { cidrContains, cidrHas, cidrOverlaps, formatCidr, parseCidr, type Cidr } from '../ipam/cidr.ts';
 
 /** An address family. */

@@ -89,8 +89,11 @@ interface PodMemo {
  * with their payloads. Reset automatically when the cluster CIDRs or limits change.
  */
 export class RecordsCache {
+  /** Parsed `node` payloads (with the member name they were parsed for). */
   nodes = new WeakMap<Uint8Array, NodeMemo>();
+  /** Pod payloads after the checks that do not depend on the node's held CIDRs. */
   pods = new WeakMap<Uint8Array, PodMemo>();
+  /** Cluster CIDRs and limits the memo was built with; a change empties it. */
   fingerprint = '';
 }
 
