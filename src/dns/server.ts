@@ -85,6 +85,8 @@ export interface DnsServerStats {
   readonly latency: { readonly counts: readonly number[]; readonly sum: number; readonly count: number };
 }
 
+/** Bytes of answers a TCP client may leave unread before it is disconnected. */
+const MAX_TCP_UNREAD = 256 * 1024;
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
 interface Cached {
@@ -373,16 +375,34 @@ export class DnsServer {
     const send = (b: Buffer | undefined): void => {
       pending--;
       if (b !== undefined && !c.destroyed && c.writable) {
+        // A client that does not read its answers is not allowed to make us buffer them forever.
+        if (c.writableLength > MAX_TCP_UNREAD) {
+          this.#dropped.tcpLimit++;
+          c.destroy();
+          return;
+        }
         const framed = Buffer.allocUnsafe(b.length + 2);
         framed.writeUInt16BE(b.length, 0);
         b.copy(framed, 2);
         c.write(framed);
       }
-      if (pending < maxPipelined && c.isPaused()) c.resume();
+      if (pending < maxPipelined && !c.destroyed) drain();
     };
-    c.on('data', (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      while (buf.length >= 2) {
+    // Handles complete frames from `buf` while fewer than maxPipelined queries are in progress;
+    // reading pauses otherwise and resumes as answers go out.
+    let draining = false;
+    const drain = (): void => {
+      // Synchronous answers call send() -> drain() from inside the loop: the loop already continues.
+      if (draining) return;
+      draining = true;
+      try {
+        drainFrames();
+      } finally {
+        draining = false;
+      }
+    };
+    const drainFrames = (): void => {
+      while (buf.length >= 2 && pending < maxPipelined) {
         const len = buf.readUInt16BE(0);
         if (len > maxQuery) {
           this.#dropped.tcpLimit++;
@@ -397,7 +417,7 @@ export class DnsServer {
         const out = this.#answer(msg, 'tcp');
         if (out === 'drop') {
           pending--;
-          // A peer that sends garbage we cannot even answer FORMERR to is not a DNS client.
+          // A peer that sends what we cannot even answer FORMERR to is not a DNS client.
           c.destroy();
           return;
         }
@@ -406,8 +426,14 @@ export class DnsServer {
           this.#count(out.rcode, out.truncated, t0);
           send(out.bytes);
         }
+        if (c.destroyed) return;
       }
-      if (pending >= maxPipelined) c.pause();
+      if (pending >= maxPipelined || buf.length > maxQuery + 2) c.pause();
+      else if (c.isPaused()) c.resume();
+    };
+    c.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      drain();
     });
   }
 }

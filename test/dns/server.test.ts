@@ -152,11 +152,12 @@ describe('DnsServer on loopback', () => {
     expect(server.stats().dropped.tcpLimit).toBeGreaterThanOrEqual(2);
   });
 
-  it('answers pipelined TCP queries on one connection', async () => {
-    const { port } = await startServer();
+  it.each([[3, 16], [200, 4]])('answers %i pipelined TCP queries on one connection (max %i in progress)', async (count, maxPipelined) => {
+    const { port } = await startServer({ tcp: { maxPipelined } });
     const c = net.connect({ host: '127.0.0.1', port });
     cleanups.push(() => { c.destroy(); });
-    const frames = [1, 2, 3].map((id) => {
+    const ids = Array.from({ length: count }, (_, i) => i + 1);
+    const frames = ids.map((id) => {
       const q = query(id === 2 ? 'api.default.pod.weft.local' : 'web.default.pod.weft.local', 'A', { id });
       const f = Buffer.alloc(q.length + 2);
       f.writeUInt16BE(q.length, 0);
@@ -173,9 +174,9 @@ describe('DnsServer on loopback', () => {
         got.push(decode(buf.subarray(2, 2 + buf.readUInt16BE(0))).id!);
         buf = buf.subarray(2 + buf.readUInt16BE(0));
       }
-      if (got.length === 3) resolve();
+      if (got.length === count) resolve();
     }));
-    expect(got.sort()).toEqual([1, 2, 3]);
+    expect(got.sort((a, b) => a - b)).toEqual(ids);
   });
 
   it('exposes counters on a prom-client registry', async () => {
