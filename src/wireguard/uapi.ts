@@ -66,10 +66,51 @@ interface MutablePeer {
 }
 
 /**
+ * Memo of the conversions a `get` reply needs (hex public key -> base64, CIDR and endpoint
+ * canonicalization, private -> public key). A resync reads the same 1,000 peers again and again;
+ * with the cache, parsing them costs map lookups instead of base64, address parsing and an X25519
+ * multiplication. Owned by one backend instance; bounded (cleared when it grows past `maxEntries`).
+ * Peer public keys are cached, preshared keys never are.
+ */
+export class ParseCache {
+  readonly maxEntries: number;
+  private readonly map = new Map<string, string>();
+  private lastPrivate: string | undefined;
+  private lastPublic = '';
+  constructor(maxEntries = 200_000) {
+    this.maxEntries = maxEntries;
+  }
+  /** `fn(v)` memoized under `kind:v`; throws what fn throws (failures are not cached). */
+  get(kind: string, v: string, fn: (v: string) => string): string {
+    const k = `${kind}:${v}`;
+    const hit = this.map.get(k);
+    if (hit !== undefined) return hit;
+    const out = fn(v);
+    if (this.map.size >= this.maxEntries) this.map.clear();
+    this.map.set(k, out);
+    return out;
+  }
+  /** The public key of `privateKey`, remembering only the last one. */
+  publicOf(privateKey: string): string {
+    if (privateKey !== this.lastPrivate) {
+      this.lastPublic = publicKeyFromPrivate(privateKey);
+      this.lastPrivate = privateKey;
+    }
+    return this.lastPublic;
+  }
+}
+
+/**
  * Parses the lines of a `get=1` reply (everything before `errno=`) into a device. Unknown keys are
  * ignored (newer wireguard-go versions may add some); malformed values throw {@link UapiError}.
+ * Pass a {@link ParseCache} kept across calls to make repeated reads of the same device cheap.
  */
-export function parseGet(name: string, lines: readonly string[], limits: ParseLimits = DEFAULT_PARSE_LIMITS): WgDevice {
+export function parseGet(
+  name: string,
+  lines: readonly string[],
+  limits: ParseLimits = DEFAULT_PARSE_LIMITS,
+  cache: ParseCache = new ParseCache(),
+): WgDevice {
   let privateKey: string | undefined;
   let listenPort = 0;
   let fwmark = 0;
@@ -93,7 +134,7 @@ export function parseGet(name: string, lines: readonly string[], limits: ParseLi
     const safe = k.endsWith('_key') ? `${k}=…` : line;
     if (k === 'public_key') {
       if (peers.length >= limits.maxPeers) bad(safe, `more than ${limits.maxPeers} peers`);
-      cur = { publicKey: hexKey(safe, v, bad), allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
+      cur = { publicKey: cachedKey(cache, safe, v, bad), allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
       peers.push(cur);
       continue;
     }
@@ -119,7 +160,7 @@ export function parseGet(name: string, lines: readonly string[], limits: ParseLi
         break;
       case 'endpoint':
         try {
-          cur.endpoint = canonicalEndpoint(v);
+          cur.endpoint = cache.get('e', v, canonicalEndpoint);
         } catch {
           bad(line, 'bad endpoint');
         }
@@ -139,7 +180,7 @@ export function parseGet(name: string, lines: readonly string[], limits: ParseLi
       case 'allowed_ip':
         if (cur.allowedIPs.length >= limits.maxAllowedIPsPerPeer) bad(line, `more than ${limits.maxAllowedIPsPerPeer} allowed IPs`);
         try {
-          cur.allowedIPs.push(canonicalCIDR(v));
+          cur.allowedIPs.push(cache.get('c', v, canonicalCIDR));
         } catch {
           bad(line, 'bad allowed IP');
         }
@@ -151,11 +192,19 @@ export function parseGet(name: string, lines: readonly string[], limits: ParseLi
   const outPeers: WgPeer[] = peers.map((p) => ({ ...p }));
   return {
     name,
-    ...(privateKey !== undefined ? { privateKey, publicKey: publicKeyFromPrivate(privateKey) } : {}),
+    ...(privateKey !== undefined ? { privateKey, publicKey: cache.publicOf(privateKey) } : {}),
     listenPort,
     fwmark,
     peers: outPeers,
   };
+}
+
+function cachedKey(cache: ParseCache, line: string, v: string, bad: (l: string, w: string) => never): string {
+  try {
+    return cache.get('k', v, hexToBase64);
+  } catch {
+    return bad(line, 'bad key');
+  }
 }
 
 function hexKey(line: string, v: string, bad: (l: string, w: string) => never): string {

@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import type { WgBackendKind, WgDevice, WgDeviceUpdate, WireGuardBackend } from './backend.ts';
 import { checkIfname, normalizeUpdate } from './addr.ts';
 import { UapiError, WireGuardError } from './errors.ts';
-import { DEFAULT_PARSE_LIMITS, encodeSet, isNoDaemon, parseGet, uapiRequest } from './uapi.ts';
+import { DEFAULT_PARSE_LIMITS, ParseCache, encodeSet, isNoDaemon, parseGet, uapiRequest } from './uapi.ts';
 
 /** Options of {@link UserspaceWireGuardBackend}. */
 export interface UserspaceOptions {
@@ -84,6 +84,7 @@ export class UserspaceWireGuardBackend implements WireGuardBackend {
   private readonly children = new Map<string, ChildProcess>();
   private readonly deleting = new Set<string>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly parseCache = new ParseCache();
   private closed = false;
 
   constructor(opts: UserspaceOptions) {
@@ -228,7 +229,7 @@ export class UserspaceWireGuardBackend implements WireGuardBackend {
       timeoutMs: this.timeoutMs,
       maxReplyBytes: this.maxReplyBytes,
     });
-    return parseGet(name, lines, DEFAULT_PARSE_LIMITS);
+    return parseGet(name, lines, DEFAULT_PARSE_LIMITS, this.parseCache);
   }
 
   private async start(name: string): Promise<void> {

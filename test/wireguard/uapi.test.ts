@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { UapiError } from '../../src/wireguard/errors.ts';
 import { base64ToHex, generateKeyPair } from '../../src/wireguard/keys.ts';
-import { encodeSet, isNoDaemon, parseGet, uapiRequest } from '../../src/wireguard/uapi.ts';
+import { ParseCache, encodeSet, isNoDaemon, parseGet, uapiRequest } from '../../src/wireguard/uapi.ts';
 
 describe('UAPI encoding and parsing', () => {
   it('encodes a set with hex keys, only the fields given, and peer lines in order', () => {
@@ -83,6 +83,21 @@ describe('UAPI encoding and parsing', () => {
     expect(() => parseGet('wg0', peers, { maxPeers: 2, maxAllowedIPsPerPeer: 10 })).toThrow(/more than 2 peers/);
     const ips = [`public_key=${'1'.repeat(64)}`, 'allowed_ip=10.0.0.0/8', 'allowed_ip=11.0.0.0/8'];
     expect(() => parseGet('wg0', ips, { maxPeers: 2, maxAllowedIPsPerPeer: 1 })).toThrow(/allowed IPs/);
+  });
+
+  it('gives the same result with a shared ParseCache, never caches failures, and stays bounded', () => {
+    const { privateKey } = generateKeyPair();
+    const a = generateKeyPair().publicKey;
+    const lines = [`private_key=${base64ToHex(privateKey)}`, `public_key=${base64ToHex(a)}`, 'endpoint=[2001:DB8::1]:5', 'allowed_ip=10.1.2.3/16'];
+    const cache = new ParseCache(3);
+    const plain = parseGet('wg0', lines);
+    expect(parseGet('wg0', lines, undefined, cache)).toEqual(plain);
+    expect(parseGet('wg0', lines, undefined, cache)).toEqual(plain);
+    expect(plain.peers[0]!.allowedIPs).toEqual(['10.1.0.0/16']);
+    expect(() => parseGet('wg0', [`public_key=${base64ToHex(a)}`, 'allowed_ip=10.0.0.0/40'], undefined, cache)).toThrow(UapiError);
+    expect(() => parseGet('wg0', [`public_key=${base64ToHex(a)}`, 'allowed_ip=10.0.0.0/40'], undefined, cache)).toThrow(UapiError);
+    for (let i = 0; i < 10; i++) cache.get('x', String(i), (v) => v);
+    expect(cache.get('x', '9', () => 'recomputed')).toBe('9');
   });
 
   it('never puts key material in parse errors', () => {
