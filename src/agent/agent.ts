@@ -256,6 +256,7 @@ export class Agent {
         health?.setReady('mesh', true, 'joined');
         this.#log.info('heard from another member');
       }
+      this.#auditPeers(result.desired);
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
       try {
@@ -381,17 +382,46 @@ export class Agent {
   #publishPods(): void {
     const ops = diffPodEntries(this.#publishedPods, this.#localPods);
     const enc = new TextEncoder();
+    // The mesh refuses entries over its limits (size, count); such a pod is dropped and counted,
+    // and the rest are still published: this runs from the CNI handler, which must not see a throw.
+    const dropped = [...ops.dropped];
     for (const { key, payload } of ops.set) {
-      this.#d.mesh.setLocal(key, enc.encode(payload));
-      this.#publishedPods.set(key, payload);
+      try {
+        this.#d.mesh.setLocal(key, enc.encode(payload));
+        this.#publishedPods.set(key, payload);
+      } catch (err) {
+        dropped.push(key);
+        this.#log.debug({ err, key }, 'mesh refused a pod entry');
+      }
     }
     for (const key of ops.del) {
-      this.#d.mesh.deleteLocal(key);
-      this.#publishedPods.delete(key);
+      try {
+        this.#d.mesh.deleteLocal(key);
+        this.#publishedPods.delete(key);
+      } catch (err) {
+        this.#log.warn({ err, key }, 'cannot withdraw a pod entry; retrying at the next change');
+      }
     }
-    if (ops.dropped.length > 0) {
-      this.#d.metrics?.podEntriesDropped.inc(ops.dropped.length);
-      this.#log.warn({ dropped: ops.dropped.slice(0, 5), count: ops.dropped.length }, 'some pods are not published (entry too large or malformed)');
+    if (dropped.length > 0) {
+      this.#d.metrics?.podEntriesDropped.inc(dropped.length);
+      this.#log.warn({ dropped: dropped.slice(0, 5), count: dropped.length }, 'some pods are not published (entry too large, malformed or over the mesh limits)');
+    }
+  }
+
+  /** Audit trail (issue 9): one `audit: true` line per node that becomes or stops being a peer. */
+  #auditPeers(next: DesiredState): void {
+    const before = new Map((this.#lastDesired?.peers ?? []).map((p) => [p.name, p]));
+    const after = new Map(next.peers.map((p) => [p.name, p]));
+    for (const [name, p] of after) {
+      const was = before.get(name);
+      if (!was) this.#log.info({ audit: true, event: 'peer-added', peer: name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs }, 'peer added');
+      else if (was.publicKey !== p.publicKey) this.#log.info({ audit: true, event: 'peer-key-changed', peer: name, publicKey: p.publicKey }, 'peer key changed');
+    }
+    for (const name of before.keys()) {
+      if (!after.has(name)) {
+        const r = this.#d.mesh.snapshot().members.find((m) => m.name === name);
+        this.#log.info({ audit: true, event: 'peer-removed', peer: name, meshState: r?.state ?? 'gone' }, 'peer removed');
+      }
     }
   }
 

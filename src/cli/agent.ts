@@ -56,6 +56,14 @@ export function registerAgentCommand(program: Command): void {
       process.stderr.write(`weft agent: ${(err as Error).message}\n`);
       process.exit(EXIT_STARTUP);
     }
+    // A stray rejection is logged and the agent goes on; an uncaught exception leaves the process
+    // in an unknown state, so it is logged and the process exits (the datapath stays; the
+    // supervisor restarts the agent, which adopts it).
+    process.on('unhandledRejection', (err) => running.logger.error({ err }, 'unhandled rejection (ignored)'));
+    process.on('uncaughtException', (err) => {
+      running.logger.fatal({ err }, 'uncaught exception; exiting (the datapath stays in place)');
+      process.exit(EXIT_STARTUP);
+    });
     let stopping = false;
     const shutdown = (signal: string): void => {
       if (stopping) return;

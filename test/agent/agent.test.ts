@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.ts';
 import { FileBlockStore } from '../../src/agent/block-store.ts';
@@ -94,7 +94,7 @@ function publicKeyOf(name: string): string {
   return keys.get(name)!;
 }
 
-function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null>; adoptGraceMs?: number } = {}): Node {
+function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null>; adoptGraceMs?: number; logger?: Logger } = {}): Node {
   const stateDir = join(dir, name);
   const config = parseConfig({ name, listenAddr: `192.0.2.${10 + index}`, stateDir, runDir: join(dir, `${name}-run`), ...flags }, {});
   const host = new RecordingHostNet();
@@ -102,7 +102,7 @@ function makeNode(name: string, index: number, flags: Record<string, string> = {
   const publicKey = publicKeyOf(name);
   const agent = new Agent({
     config,
-    logger,
+    logger: extra.logger ?? logger,
     clock: Date.now,
     random: Math.random,
     mesh: extra.mesh ?? net.member(name),
@@ -331,6 +331,35 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
     await c.agent.start();
     await settle([again, c]);
     expect(Object.keys(await peersOf(again))).toEqual([c.publicKey]);
+  });
+});
+
+describe('audit trail and hostile pod sets', () => {
+  it('logs one audit line per peer added and removed, and never a key file content', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' }, undefined, { logger: capture });
+    const b = makeNode('n1', 1, { podCidr: '10.244.1.0/24' });
+    await a.agent.start();
+    await b.agent.start();
+    await settle([a, b]);
+    net.kill('n1');
+    await settle([a]);
+    const audit = lines.filter((l) => l.audit === true).map((l) => [l.event, l.peer, l.meshState]);
+    expect(audit).toEqual([['peer-added', 'n1', undefined], ['peer-removed', 'n1', 'dead']]);
+    expect(lines.every((l) => l.component !== undefined)).toBe(true);
+  });
+
+  it('a pod entry the mesh refuses is dropped and counted; the others are published', async () => {
+    const mesh = net.member('n0');
+    mesh.refuse = (key) => key.includes('huge');
+    const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' }, undefined, { mesh });
+    const b = makeNode('n1', 1, { podCidr: '10.244.1.0/24' });
+    await a.agent.start();
+    await b.agent.start();
+    expect(() => a.agent.setLocalPods([{ name: 'huge', namespace: 'default', ips: ['10.244.0.2'] }, { name: 'web', namespace: 'default', ips: ['10.244.0.3'] }])).not.toThrow();
+    await settle([a, b]);
+    expect(b.dns.last!.remotes.find((r) => r.info.name === 'n0')!.pods.map((p) => p.name)).toEqual(['web']);
   });
 });
 

@@ -74,7 +74,11 @@ export class FakeMesh implements MeshHandle {
     if (this.failJoin) throw Object.assign(new Error('no seed answered (1 tried)'), { name: 'MeshJoinError' });
   }
 
+  /** Keys `setLocal` refuses, like the real mesh does for entries over its limits. */
+  refuse: (key: string) => boolean = () => false;
+
   setLocal(key: string, payload: Uint8Array, ttlMs?: number): void {
+    if (this.refuse(key)) throw Object.assign(new Error(`entry ${key} refused`), { name: 'MeshInputError' });
     this.writes++;
     this.entries.set(key, { key, version: ++this.#version, payload, expiresAt: ttlMs ? Date.now() + ttlMs : 0, deleted: false });
     this.net.remembered.set(this.name, this.entries);
