@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 /** Commands the lab needs; the tests skip (and say why) when one is missing or not root. */
 export function labPrerequisites(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root';
-  const missing = ['ip', 'wireguard-go', 'unshare', 'tcpdump', 'ping'].filter((c) => {
+  const missing = ['ip', 'wireguard-go', 'wg', 'unshare', 'nsenter', 'tcpdump', 'ping'].filter((c) => {
     try {
       execFileSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' });
       return false;
