@@ -121,6 +121,7 @@ export class Agent {
   #publishedPods = new Map<string, string>();
   #localPods: readonly PodRecord[] = [];
   #podsKnown = false;
+  #hiddenPods = new Set<string>();
   #lastDesired: DesiredState | undefined;
   #lastRemotes: readonly RemoteNode[] = [];
   #running = false;
@@ -212,6 +213,26 @@ export class Agent {
     }
   }
 
+  /**
+   * Pods (as "namespace/name") whose names must not be published although CNI still holds them:
+   * Kubernetes says they are gone (deleted without a CNI DEL). Replaces the previous set. Never blocks.
+   */
+  setHiddenPods(keys: Iterable<string>): void {
+    const next = new Set(keys);
+    if (next.size === this.#hiddenPods.size && [...next].every((k) => this.#hiddenPods.has(k))) return;
+    for (const k of next) if (!this.#hiddenPods.has(k)) this.#log.info({ audit: true, event: 'pod-name-removed', pod: k }, 'pod gone in Kubernetes without a CNI DEL; its name is withdrawn');
+    this.#hiddenPods = next;
+    if (this.#started && !this.#stopped && this.#podsKnown) {
+      this.#publishPods();
+      this.trigger('pods');
+    }
+  }
+
+  #visiblePods(): readonly PodRecord[] {
+    if (this.#hiddenPods.size === 0) return this.#localPods;
+    return this.#localPods.filter((p) => !this.#hiddenPods.has(`${p.namespace}/${p.name}`));
+  }
+
   /** Asks for a reconcile pass. Never blocks; passes coalesce. */
   trigger(reason: string): void {
     if (this.#stopped) return;
@@ -260,7 +281,7 @@ export class Agent {
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
       try {
-        this.#d.dns?.update(this.#self!, this.#localPods, result.remotes);
+        this.#d.dns?.update(this.#self!, this.#visiblePods(), result.remotes);
       } catch (err) {
         metrics?.reconcileErrors.inc({ stage: 'dns' });
         this.#log.child({ component: 'dns' }).error({ err }, 'dns table update failed');
@@ -380,7 +401,7 @@ export class Agent {
   }
 
   #publishPods(): void {
-    const ops = diffPodEntries(this.#publishedPods, this.#localPods);
+    const ops = diffPodEntries(this.#publishedPods, this.#visiblePods());
     const enc = new TextEncoder();
     // The mesh refuses entries over its limits (size, count); such a pod is dropped and counted,
     // and the rest are still published: this runs from the CNI handler, which must not see a throw.

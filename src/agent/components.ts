@@ -200,6 +200,8 @@ export function createDns(config: Config, logger: Logger, opts: { onServer?: (s:
 /** What the CNI mount gives back to the wiring. */
 export interface CniMount {
   readonly handler: CniHandler;
+  /** The pod address store (its allocations name the pods CNI knows). */
+  readonly ipam: PodIpam;
   /** The pod block changed (lost to an older claim): re-point IPAM; pods left outside must restart. */
   blockChanged(podCIDRs: readonly string[]): Promise<void>;
   close(): Promise<void>;
@@ -244,6 +246,7 @@ export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu
   for (const r of handler.routes()) api.route(r.method, r.path, r.handler);
   return {
     handler,
+    ipam,
     async blockChanged(podCIDRs) {
       const outside = ipam.setBlocks(podCIDRs);
       if (outside.length > 0) {

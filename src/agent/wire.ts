@@ -22,6 +22,7 @@ import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
 import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { mergeKubeSnapshot } from './kube.ts';
 import { startKubeSource } from '../k8s/start.ts';
+import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { detectUnderlay, enableForwarding, endpointOf } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Dns } from './components.ts';
 
@@ -122,6 +123,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     cleanups.push(() => dns!.close());
 
     let cni: CniMount | undefined;
+    let kubeCleanup: (() => Promise<void>) | undefined;
     const agent: Agent = new Agent({
       config,
       logger,
@@ -151,6 +153,27 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 
     const podMTU = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
     cni = await mountCni(api, config, agent, podMTU, logger.child({ component: 'cni' }));
+    if (kube) {
+      // Pods deleted in Kubernetes without a CNI DEL lose their names (decided by src/k8s/pod-gc.ts),
+      // re-evaluated on every Kubernetes snapshot and every resync (the decision has a grace time).
+      const ipam = cni.ipam;
+      const gc = (): void => {
+        const snap = kube.snapshot();
+        const removals = podsToRemove(cniPodsFromAllocations(ipam.list()), { connected: snap.connected, synced: snap.synced, pods: snap.pods }, Date.now());
+        agent.setHiddenPods(removals.map((r) => `${r.pod.namespace}/${r.pod.name}`));
+      };
+      const unsubscribe = kube.subscribe(() => gc());
+      const timer = setInterval(gc, config.resyncMs);
+      timer.unref();
+      cleanups.unshift(async () => {
+        unsubscribe();
+        clearInterval(timer);
+      });
+      kubeCleanup = async () => {
+        unsubscribe();
+        clearInterval(timer);
+      };
+    }
     api.route('GET', '/v1/status', async () => ({ status: 200, json: await agent.status() }));
     log.info({ socket: config.socketPath, block: agent.claim?.podCIDRs, meshIP: agent.self?.meshIP }, 'agent running');
 
@@ -159,6 +182,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       logger,
       api,
       async stop() {
+        await kubeCleanup?.();
         await agent.stop({ leave: true });
         await api.close();
         await cni?.close();

@@ -363,6 +363,26 @@ describe('audit trail and hostile pod sets', () => {
   });
 });
 
+describe('pods gone in Kubernetes without a CNI DEL', () => {
+  it('are withdrawn from the mesh and the local DNS table while hidden, and come back when unhidden', async () => {
+    const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' });
+    const b = makeNode('n1', 1, { podCidr: '10.244.1.0/24' });
+    await a.agent.start();
+    await b.agent.start();
+    a.agent.setLocalPods([{ name: 'web', namespace: 'default', ips: ['10.244.0.2'] }, { name: 'old', namespace: 'default', ips: ['10.244.0.3'] }]);
+    await settle([a, b]);
+    const remotePods = () => b.dns.last!.remotes.find((r) => r.info.name === 'n0')!.pods.map((p) => p.name).sort();
+    expect(remotePods()).toEqual(['old', 'web']);
+    a.agent.setHiddenPods(['default/old']);
+    await settle([a, b]);
+    expect(remotePods()).toEqual(['web']);
+    expect(a.dns.last!.local.map((p) => p.name)).toEqual(['web']);
+    a.agent.setHiddenPods([]);
+    await settle([a, b]);
+    expect(remotePods()).toEqual(['old', 'web']);
+  });
+});
+
 describe('restart adoption grace', () => {
   it('a node left alone applies its plan once the grace period is over', async () => {
     const fake = new FakeWireGuardBackend();
