@@ -260,7 +260,11 @@ export class Forwarder {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        sock.close();
+        try {
+          sock.close();
+        } catch {
+          // Already closed (e.g. the bind failed): nothing to release.
+        }
         if (err) reject(err);
         else resolve(res!);
       };
