@@ -5,6 +5,7 @@
  * goes through the injected transport and clock, so it runs unchanged on sockets and in the simulator.
  */
 import { Buffer } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { MeshEntry, MeshHandle, MeshSnapshot, MeshStats, MemberState, MemberView } from './api.ts';
 import type { Clock, Random, Timer } from './clock.ts';
@@ -20,7 +21,8 @@ import type { MemberRecord, SharedMemberView } from './member-table.ts';
 import {
   MsgType, PACKET_HEADER_BYTES, StreamType, aliveSigningBytes, decodePacket, decodeStream, encodeMsg, encodeStream, packPacket,
 } from './messages.ts';
-import type { AliveMsg, DeadMsg, MemberRecordWire, PacketMsg, StreamMsg, SuspectMsg } from './messages.ts';
+import { DIGEST_HASH_BYTES } from './messages.ts';
+import type { AliveMsg, DeadMsg, MemberDigest, MemberRecordWire, PacketMsg, StreamMsg, SuspectMsg } from './messages.ts';
 import { DEFAULT_LIMITS, pushPullInterval, resolveTiming, retransmitLimit, suspicionBounds, suspicionTimeout } from './options.ts';
 import type { Limits, Timing } from './options.ts';
 import { parseAddress } from './transport.ts';
@@ -111,6 +113,7 @@ interface Bucket {
 }
 
 const NO_ENTRIES: ReadonlyMap<string, SignedEntry> = new Map();
+const EMPTY_HASH = new Uint8Array(DIGEST_HASH_BYTES);
 const NAME_RE = /^[\x21-\x7e]{1,128}$/;
 
 /** A mesh member implementing {@link MeshHandle}. Create with {@link createMesh}. */
@@ -139,6 +142,8 @@ export class Mesh implements MeshHandle {
   private nonceRotatedAt = 0;
   private readonly fetching = new Set<string>();
   private readonly listeners = new Set<(s: MeshSnapshot) => void>();
+  /** Entry-set hashes per (immutable) member record, computed on demand for anti-entropy. */
+  private readonly entryHashes = new WeakMap<ReadonlyMap<string, SignedEntry>, Uint8Array>();
   private readonly preStart = new Map<string, { payload: Uint8Array; expiresAt: number; deleted: boolean }>();
 
   private incarnation: number;
@@ -821,6 +826,12 @@ export class Mesh implements MeshHandle {
         // that joined earlier learn about it without waiting for anti-entropy.
         if (msg.join && msg.members[0] && msg.members[0].state === 'alive') this.handleAlive(msg.members[0].alive, true);
         this.mergeRemoteState(msg.members, msg.entries);
+      } else if (msg.type === StreamType.digest) {
+        reply = this.answerDigests(msg.digests);
+      } else if (msg.type === StreamType.records) {
+        if (msg.join && msg.members[0] && msg.members[0].state === 'alive') this.handleAlive(msg.members[0].alive, true);
+        this.mergeRemoteState(msg.members, msg.entries);
+        reply = { type: StreamType.recordsAck };
       } else if (msg.type === StreamType.fetch) {
         const e = this.members.get(msg.owner)?.entries.get(msg.key);
         reply = { type: StreamType.fetchReply, entry: e && e.version >= msg.version ? e : undefined };
@@ -863,11 +874,83 @@ export class Mesh implements MeshHandle {
     for (const e of entries) this.handleEntry(e, false);
   }
 
+  /**
+   * Anti-entropy with one member, in two round trips: send a digest of every member we know; the
+   * other side replies with the full records where it knows better or differently, and names the
+   * members it wants ours for; we send those. Members with equal digests cost ~30 bytes each.
+   */
   private async pushPull(to: Address, join: boolean): Promise<void> {
-    const reply = await this.streamRequest(to, { type: StreamType.pushPull, join, ...this.localState() });
-    if (reply.type !== StreamType.pushPullReply) throw new DecodeError(`unexpected reply type ${reply.type}`);
+    const digests = this.localDigests();
+    const reply = await this.streamRequest(to, { type: StreamType.digest, join, digests });
+    if (reply.type !== StreamType.digestReply) throw new DecodeError(`unexpected reply type ${reply.type}`);
     if (this.stopped) return;
     this.mergeRemoteState(reply.members, reply.entries);
+    if (reply.want.length === 0 && !join) return;
+    // A joiner sends its own record first: the other side spreads it (see onRequest).
+    const wanted = new Set(join ? [this.name, ...reply.want] : reply.want);
+    const recs = this.recordsFor(wanted);
+    const ack = await this.streamRequest(to, { type: StreamType.records, join, ...recs });
+    if (ack.type !== StreamType.recordsAck) throw new DecodeError(`unexpected reply type ${ack.type}`);
+  }
+
+  private entriesHash(entries: ReadonlyMap<string, SignedEntry>): Uint8Array {
+    if (entries.size === 0) return EMPTY_HASH;
+    let h = this.entryHashes.get(entries);
+    if (!h) {
+      const hasher = createHash('sha256');
+      for (const k of [...entries.keys()].sort()) {
+        const e = entries.get(k)!;
+        hasher.update(`${k}\u0000${e.version}\u0000${e.deleted ? 1 : 0}\u0000`);
+        hasher.update(e.signature);
+      }
+      h = new Uint8Array(hasher.digest().subarray(0, DIGEST_HASH_BYTES));
+      this.entryHashes.set(entries, h);
+    }
+    return h;
+  }
+
+  private localDigests(): MemberDigest[] {
+    const out: MemberDigest[] = [];
+    const self = this.members.get(this.name);
+    if (self) out.push({ name: self.name, incarnation: self.incarnation, state: self.state, hash: this.entriesHash(self.entries) });
+    for (const r of this.members.values()) {
+      if (r.name !== this.name) out.push({ name: r.name, incarnation: r.incarnation, state: r.state, hash: this.entriesHash(r.entries) });
+    }
+    return out;
+  }
+
+  private recordsFor(names: Iterable<string>): { members: MemberRecordWire[]; entries: SignedEntry[] } {
+    const now = this.now();
+    const members: MemberRecordWire[] = [];
+    const entries: SignedEntry[] = [];
+    for (const name of names) {
+      const r = this.members.get(name);
+      if (!r) continue;
+      members.push({ alive: r.alive, state: r.state, incarnation: r.incarnation });
+      for (const e of r.entries.values()) if (e.expiresAt === 0 || e.expiresAt > now) entries.push(e);
+    }
+    return { members, entries };
+  }
+
+  /** Phase 1 on the answering side: our records where digests differ or the asker lacks them, and the names we want. */
+  private answerDigests(digests: readonly MemberDigest[]): StreamMsg {
+    const seen = new Set<string>();
+    const send: string[] = [];
+    const want: string[] = [];
+    for (const d of digests) {
+      if (seen.has(d.name)) continue;
+      seen.add(d.name);
+      const r = this.members.get(d.name);
+      if (!r) {
+        if (d.state === 'alive' || d.state === 'suspect' || d.name === this.name) want.push(d.name);
+        continue;
+      }
+      if (r.incarnation === d.incarnation && r.state === d.state && eq(this.entriesHash(r.entries), d.hash)) continue;
+      send.push(d.name);
+      want.push(d.name);
+    }
+    for (const r of this.members.values()) if (!seen.has(r.name)) send.push(r.name);
+    return { type: StreamType.digestReply, ...this.recordsFor(send), want };
   }
 
   // ---------------------------------------------------------------- periodic work

@@ -33,6 +33,12 @@ export const StreamType = {
   fetch: 22,
   fetchReply: 23,
   error: 24,
+  /** Anti-entropy phase 1: per-member digests; the reply carries what differs and what it wants. */
+  digest: 25,
+  digestReply: 26,
+  /** Anti-entropy phase 2: the records the other side asked for; acked by recordsAck. */
+  records: 27,
+  recordsAck: 28,
 } as const;
 
 export interface PingMsg { readonly type: 1; readonly seq: number; readonly target: string; readonly source: string }
@@ -70,7 +76,23 @@ export interface PushPullMsg {
 export interface FetchMsg { readonly type: 22; readonly owner: string; readonly key: string; readonly version: number }
 export interface FetchReplyMsg { readonly type: 23; readonly entry: SignedEntry | undefined }
 export interface ErrorReplyMsg { readonly type: 24; readonly message: string }
-export type StreamMsg = PushPullMsg | FetchMsg | FetchReplyMsg | ErrorReplyMsg;
+/** A member summarized: equal digests mean nothing to exchange about it. `hash` covers its entries' keys, versions and tombstones. */
+export interface MemberDigest {
+  readonly name: string;
+  readonly incarnation: number;
+  readonly state: MemberState;
+  readonly hash: Uint8Array;
+}
+export interface DigestMsg { readonly type: 25; readonly join: boolean; readonly digests: readonly MemberDigest[] }
+export interface DigestReplyMsg {
+  readonly type: 26; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[]; readonly want: readonly string[];
+}
+export interface RecordsMsg { readonly type: 27; readonly join: boolean; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[] }
+export interface RecordsAckMsg { readonly type: 28 }
+/** Bytes of a member digest hash. */
+export const DIGEST_HASH_BYTES = 8;
+
+export type StreamMsg = PushPullMsg | FetchMsg | FetchReplyMsg | ErrorReplyMsg | DigestMsg | DigestReplyMsg | RecordsMsg | RecordsAckMsg;
 
 const ALIVE_DOMAIN = 'weft-mesh-alive/1';
 
@@ -112,6 +134,33 @@ function readAlive(r: Reader, l: Limits): AliveMsg {
   const signature = new Uint8Array(r.raw(64));
   if (name.length === 0) throw new DecodeError('empty member name');
   return { type: MsgType.alive, name, incarnation, addr, port, identityKey, signature };
+}
+
+function writeRecords(w: Writer, members: readonly MemberRecordWire[], entries: readonly SignedEntry[]): void {
+  w.u32(members.length);
+  for (const rec of members) {
+    writeAlive(w, rec.alive);
+    w.u8(STATE_CODES.indexOf(rec.state)).u64(rec.incarnation);
+  }
+  w.u32(entries.length);
+  for (const e of entries) writeEntry(w, e);
+}
+
+function readRecords(r: Reader, l: Limits): { members: MemberRecordWire[]; entries: SignedEntry[] } {
+  const nm = r.u32();
+  if (nm > l.maxMembers) throw new DecodeError(`${nm} members exceed limit ${l.maxMembers}`);
+  const members: MemberRecordWire[] = [];
+  for (let i = 0; i < nm; i++) {
+    const alive = readAlive(r, l);
+    const s = STATE_CODES[r.u8()];
+    if (s === undefined) throw new DecodeError('bad member state');
+    members.push({ alive, state: s, incarnation: r.u64() });
+  }
+  const ne = r.u32();
+  if (ne > l.maxMembers * l.maxEntriesPerMember || ne > r.remaining) throw new DecodeError(`${ne} entries exceed limits`);
+  const entries: SignedEntry[] = [];
+  for (let i = 0; i < ne; i++) entries.push(readEntry(r, l));
+  return { members, entries };
 }
 
 /** Encodes one packet message as `[type][len][body]`, ready to be packed. */
@@ -207,13 +256,8 @@ export function encodeStream(sentAt: number, m: StreamMsg): Uint8Array {
   switch (m.type) {
     case StreamType.pushPull:
     case StreamType.pushPullReply:
-      w.u8(m.join ? 1 : 0).u32(m.members.length);
-      for (const rec of m.members) {
-        writeAlive(w, rec.alive);
-        w.u8(STATE_CODES.indexOf(rec.state)).u64(rec.incarnation);
-      }
-      w.u32(m.entries.length);
-      for (const e of m.entries) writeEntry(w, e);
+      w.u8(m.join ? 1 : 0);
+      writeRecords(w, m.members, m.entries);
       break;
     case StreamType.fetch: w.str(m.owner).str(m.key).u64(m.version); break;
     case StreamType.fetchReply:
@@ -221,6 +265,20 @@ export function encodeStream(sentAt: number, m: StreamMsg): Uint8Array {
       if (m.entry) writeEntry(w, m.entry);
       break;
     case StreamType.error: w.str(m.message.slice(0, 200)); break;
+    case StreamType.digest:
+      w.u8(m.join ? 1 : 0).u32(m.digests.length);
+      for (const d of m.digests) w.str(d.name).u64(d.incarnation).u8(STATE_CODES.indexOf(d.state)).raw(d.hash);
+      break;
+    case StreamType.digestReply:
+      writeRecords(w, m.members, m.entries);
+      w.u32(m.want.length);
+      for (const n of m.want) w.str(n);
+      break;
+    case StreamType.records:
+      w.u8(m.join ? 1 : 0);
+      writeRecords(w, m.members, m.entries);
+      break;
+    case StreamType.recordsAck: break;
   }
   return w.finish();
 }
@@ -237,22 +295,39 @@ export function decodeStream(buf: Uint8Array, l: Limits): { sentAt: number; msg:
     case StreamType.pushPull:
     case StreamType.pushPullReply: {
       const join = r.u8() === 1;
-      const nm = r.u32();
-      if (nm > l.maxMembers) throw new DecodeError(`${nm} members exceed limit ${l.maxMembers}`);
-      const members: MemberRecordWire[] = [];
-      for (let i = 0; i < nm; i++) {
-        const alive = readAlive(r, l);
-        const s = STATE_CODES[r.u8()];
-        if (s === undefined) throw new DecodeError('bad member state');
-        members.push({ alive, state: s, incarnation: r.u64() });
-      }
-      const ne = r.u32();
-      if (ne > l.maxMembers * l.maxEntriesPerMember || ne > r.remaining) throw new DecodeError(`${ne} entries exceed limits`);
-      const entries: SignedEntry[] = [];
-      for (let i = 0; i < ne; i++) entries.push(readEntry(r, l));
-      msg = { type, join, members, entries };
+      msg = { type, join, ...readRecords(r, l) };
       break;
     }
+    case StreamType.digest: {
+      const join = r.u8() === 1;
+      const n = r.u32();
+      if (n > l.maxMembers || n > r.remaining) throw new DecodeError(`${n} digests exceed limit ${l.maxMembers}`);
+      const digests: MemberDigest[] = [];
+      for (let i = 0; i < n; i++) {
+        const name = r.str(l.maxNameBytes);
+        const incarnation = r.u64();
+        const state = STATE_CODES[r.u8()];
+        if (state === undefined) throw new DecodeError('bad member state');
+        digests.push({ name, incarnation, state, hash: new Uint8Array(r.raw(DIGEST_HASH_BYTES)) });
+      }
+      msg = { type, join, digests };
+      break;
+    }
+    case StreamType.digestReply: {
+      const recs = readRecords(r, l);
+      const n = r.u32();
+      if (n > l.maxMembers || n > r.remaining) throw new DecodeError(`${n} wanted names exceed limit ${l.maxMembers}`);
+      const want: string[] = [];
+      for (let i = 0; i < n; i++) want.push(r.str(l.maxNameBytes));
+      msg = { type, ...recs, want };
+      break;
+    }
+    case StreamType.records: {
+      const join = r.u8() === 1;
+      msg = { type, join, ...readRecords(r, l) };
+      break;
+    }
+    case StreamType.recordsAck: msg = { type }; break;
     case StreamType.fetch: msg = { type, owner: r.str(l.maxNameBytes), key: r.str(l.maxKeyBytes), version: r.u64() }; break;
     case StreamType.fetchReply: {
       const has = r.u8();

@@ -125,3 +125,18 @@ describe('wire codec', () => {
     expect(() => decodePacket(big, L)).toThrow(/2\^53/);
   });
 });
+
+describe('anti-entropy frames', () => {
+  it('round-trip digests, digest replies, records and acks', () => {
+    const alive = samples[4] as Extract<PacketMsg, { type: 5 }>;
+    const msgs: StreamMsg[] = [
+      { type: StreamType.digest, join: true, digests: [{ name: 'n1', incarnation: 2, state: 'dead', hash: new Uint8Array(8).fill(3) }] },
+      { type: StreamType.digestReply, members: [{ alive, state: 'alive', incarnation: 3 }], entries: [entry], want: ['n1', 'n9'] },
+      { type: StreamType.records, join: false, members: [], entries: [entry] },
+      { type: StreamType.recordsAck },
+    ];
+    for (const m of msgs) expect(decodeStream(encodeStream(7, m), L).msg).toEqual(m);
+    const tooMany = new Writer().u8(1).u64(1).u8(StreamType.digest).u8(0).u32(L.maxMembers + 1).finish();
+    expect(() => decodeStream(tooMany, L)).toThrow(DecodeError);
+  });
+});
