@@ -270,7 +270,12 @@ export const DEFAULT_DUMP_LIMITS: DumpLimits = { maxPeers: 100_000, maxAllowedIP
  * A peer that spans messages (its allowed IPs continue in the next one, which starts with the same
  * public key) is merged, as the kernel's dump splits it so.
  */
-export function parseDump(ifname: string, payloads: readonly Buffer[], limits: DumpLimits = DEFAULT_DUMP_LIMITS): WgDevice {
+export function parseDump(
+  ifname: string,
+  payloads: readonly Buffer[],
+  limits: DumpLimits = DEFAULT_DUMP_LIMITS,
+  publicOf: (privateKey: string) => string = publicKeyFromPrivate,
+): WgDevice {
   let privateKey: string | undefined;
   let listenPort = 0;
   let fwmark = 0;
@@ -309,7 +314,7 @@ export function parseDump(ifname: string, payloads: readonly Buffer[], limits: D
   }
   return {
     name: ifname,
-    ...(privateKey !== undefined ? { privateKey, publicKey: publicKeyFromPrivate(privateKey) } : {}),
+    ...(privateKey !== undefined ? { privateKey, publicKey: publicOf(privateKey) } : {}),
     listenPort,
     fwmark,
     peers,

@@ -27,6 +27,7 @@ import {
   encodeSetDevice,
   parseDump,
 } from './genl.ts';
+import { ParseCache } from './uapi.ts';
 
 const NLMSG_ERROR = 2;
 const NLM_F_DUMP = 0x300;
@@ -66,6 +67,7 @@ export class KernelWireGuardBackend implements WireGuardBackend {
   private readonly family: number;
   private readonly timeoutMs: number;
   private readonly budget: number;
+  private readonly cache = new ParseCache();
   private closed = false;
 
   private constructor(log: Logger, genl: GenericNetlinkSocket, rt: RtNetlinkSocket, family: number, opts: KernelOptions) {
@@ -134,7 +136,7 @@ export class KernelWireGuardBackend implements WireGuardBackend {
       if (err !== 0) throw new GenlError(`genl: get ${name}: ${errName(err)}`, { errno: err });
       // The device changed during a multi-part dump: the parts may not agree; dump again.
       if (msgs.some((m) => (m.flags & NLM_F_DUMP_INTR) !== 0) && attempt < 3) continue;
-      return parseDump(name, msgs.map(genlPayload), DEFAULT_DUMP_LIMITS);
+      return parseDump(name, msgs.map(genlPayload), DEFAULT_DUMP_LIMITS, (k) => this.cache.publicOf(k));
     }
   }
 
