@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -146,6 +147,54 @@ describe.skipIf(skip)(`userspace backend (lab)${why}`, () => {
       expect(existsSync(join(node.stateDir, 'wgp0.pid'))).toBe(false);
       await a.close();
       await b.close();
+    });
+
+    it('wireguard-go survives a SIGKILLed agent process and keeps its configuration', async () => {
+      // A separate "agent" process starts the device, configures it, and is killed with SIGKILL.
+      const dir = await mkdtemp(join(tmpdir(), 'wwg-agent-'));
+      const script = join(dir, 'agent.ts');
+      const { writeFile } = await import('node:fs/promises');
+      const mod = new URL('../../src/wireguard/userspace.ts', import.meta.url).pathname;
+      await writeFile(
+        script,
+        [
+          `import pino from ${JSON.stringify(createRequire(import.meta.url).resolve('pino'))};`,
+          `import { UserspaceWireGuardBackend } from ${JSON.stringify(mod)};`,
+          `const wrap = (a) => ${JSON.stringify(node.wrap([]))}.concat(a);`,
+          `const b = new UserspaceWireGuardBackend({ logger: pino({ level: 'silent' }), wrap, socketDir: ${JSON.stringify(node.socketDir)}, stateDir: ${JSON.stringify(node.stateDir)} });`,
+          `await b.ensureDevice('wgp5');`,
+          `await b.setDevice('wgp5', JSON.parse(process.argv[2]));`,
+          `console.log('configured');`,
+          `setInterval(() => {}, 1000);`,
+        ].join('\n'),
+      );
+      const { privateKey } = generateKeyPair();
+      const peer = generateKeyPair().publicKey;
+      const update = { privateKey, listenPort: 43100, peers: [{ publicKey: peer, endpoint: '192.0.2.7:51820', allowedIPs: ['10.55.0.0/16'] }] };
+      const nodeBin = new URL('../../node_modules/.bin/node', import.meta.url).pathname;
+      const agent = spawn(nodeBin, [script, JSON.stringify(update)], { cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'inherit'] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          agent.stdout!.on('data', (d: Buffer) => d.toString().includes('configured') && resolve());
+          agent.once('exit', (c) => reject(new Error(`agent exited early with ${c}`)));
+        });
+        agent.kill('SIGKILL');
+        await new Promise((r) => agent.once('exit', r));
+        const b = mk();
+        await b.ensureDevice('wgp5');
+        const d = await b.getDevice('wgp5');
+        expect(d!.privateKey).toBe(privateKey);
+        expect(d!.listenPort).toBe(43100);
+        expect(d!.peers.map((p) => [p.publicKey, p.endpoint, p.allowedIPs])).toEqual([[peer, '192.0.2.7:51820', ['10.55.0.0/16']]]);
+        // The restarted agent can still stop the wireguard-go the killed one started.
+        const rec = JSON.parse(await readFile(join(node.stateDir, 'wgp5.pid'), 'utf8')) as { pid: number };
+        await b.deleteDevice('wgp5');
+        expect(existsSync(`/proc/${rec.pid}`) && (await readFile(`/proc/${rec.pid}/cmdline`, 'utf8')).includes('wireguard-go')).toBe(false);
+        await b.close();
+      } finally {
+        if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGKILL');
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     it('reports a device lost when its link is deleted behind its back, and ensureDevice brings it back', async () => {
