@@ -52,6 +52,15 @@ describe('normalizeUpdate', () => {
     });
   });
 
+  it('rejects values that would inject UAPI lines', () => {
+    const k = generateKeyPair().publicKey;
+    expect(() => normalizeUpdate('wg0', { peers: [{ publicKey: k, endpoint: '192.0.2.1:5\nremove=true' }] })).toThrow(WgInputError);
+    expect(() => normalizeUpdate('wg0', { peers: [{ publicKey: k, allowedIPs: ['10.0.0.0/8\nreplace_peers=true'] }] })).toThrow(WgInputError);
+    expect(() => normalizeUpdate('wg0', { peers: [{ publicKey: `${k}\nremove=true` }] })).toThrow(WgInputError);
+    expect(() => normalizeUpdate('wg0\n', {})).toThrow(WgInputError);
+    expect(() => normalizeUpdate('wg0', { listenPort: '1\nx' as unknown as number })).toThrow(WgInputError);
+  });
+
   it('rejects bad names, ports, marks and duplicate keys', () => {
     const k = generateKeyPair().publicKey;
     expect(() => normalizeUpdate('a'.repeat(16), {})).toThrow(WgInputError);
