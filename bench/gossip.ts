@@ -1,6 +1,7 @@
 /**
  * Gossip benchmark: simulates N mesh members on the in-memory network with virtual time and prints
- * one JSON object. Usage: `npm run bench:gossip -- --nodes N [--loss P] [--seed S] [--json]`.
+ * one JSON object. Usage: `npm run bench:gossip -- --nodes N [--loss P] [--seed S] [--json]
+ * [--detect] [--disable-tcp-pings]`. Loss applies to datagrams; the simulated TCP is reliable.
  *
  * Phases (all virtual time): members start from one shared view of each other (no join storm);
  * warm-up; steady-state traffic measured over a window; one member publishes an entry and we time
@@ -20,6 +21,8 @@ const { values } = parseArgs({
     'detect-max-s': { type: 'string', default: '60' },
     /** Failure detection phase: on by default up to 2000 nodes (its target is set at 100 nodes). */
     detect: { type: 'boolean' },
+    /** Turn off memberlist's TCP fallback probe, to see Lifeguard alone against UDP loss. */
+    'disable-tcp-pings': { type: 'boolean', default: false },
   },
 });
 
@@ -50,6 +53,7 @@ const cluster = new SimCluster({
   loss,
   latencyMs: 1,
   jitterMs: 2,
+  profile: values['disable-tcp-pings'] ? { disableTcpPings: true } : 'lan',
   observer: (i) => ({
     entry(owner, key) {
       if (owner === publisherName && key === 'bench' && gotEntry[i]! < 0 && cluster.net.clock.now() >= tPublish) {
@@ -117,6 +121,7 @@ const result = {
   false_positives: falsePositives,
   suspicions,
   signature_verifications: cluster.verifyCache.verifications,
+  tcp_pings: !values['disable-tcp-pings'],
   seed,
 };
 if (values.json) console.log(JSON.stringify(result));

@@ -832,6 +832,8 @@ export class Mesh implements MeshHandle {
         if (msg.join && msg.members[0] && msg.members[0].state === 'alive') this.handleAlive(msg.members[0].alive, true);
         this.mergeRemoteState(msg.members, msg.entries);
         reply = { type: StreamType.recordsAck };
+      } else if (msg.type === StreamType.ping) {
+        reply = msg.target === this.name ? { type: StreamType.pingAck } : { type: StreamType.error, message: 'not me' };
       } else if (msg.type === StreamType.fetch) {
         const e = this.members.get(msg.owner)?.entries.get(msg.key);
         reply = { type: StreamType.fetchReply, entry: e && e.version >= msg.version ? e : undefined };
@@ -998,7 +1000,15 @@ export class Mesh implements MeshHandle {
           encodeMsg({ type: MsgType.indirectPing, seq, target: target.name, addr: to.addr, port: to.port, nack: true }),
         ]);
       }
-      const rest = Math.max(0, start + this.scaled(this.timing.probeIntervalMs) - this.now());
+      const deadline = start + this.scaled(this.timing.probeIntervalMs);
+      // memberlist's TCP fallback: a member reachable over TCP but not UDP is not suspected.
+      if (!this.timing.disableTcpPings) this.tcpPing(to, target.name, Math.max(1, deadline - this.now())).then(
+        (ok) => {
+          if (ok && !finished && !this.stopped) finish(0, false);
+        },
+        () => {},
+      );
+      const rest = Math.max(0, deadline - this.now());
       const t2 = this.clock.setTimeout(() => {
         if (finished || this.stopped) return;
         let delta = 0;
@@ -1021,6 +1031,19 @@ export class Mesh implements MeshHandle {
       },
     });
     this.sendMsgs(to, msgs);
+  }
+
+  private async tcpPing(to: Address, target: string, timeoutMs: number): Promise<boolean> {
+    const sealed = this.keyring.seal(encodeStream(this.now(), { type: StreamType.ping, target }));
+    this.s.bytesOut += sealed.length;
+    try {
+      const reply = await this.transport.request(to, sealed, timeoutMs);
+      this.s.bytesIn += reply.length;
+      const plain = this.keyring.open(reply);
+      return plain !== undefined && decodeStream(plain, this.limits).msg.type === StreamType.pingAck;
+    } catch {
+      return false;
+    }
   }
 
   /** Sends queued broadcasts to a few random members; with `reschedule`, runs again after the interval. */

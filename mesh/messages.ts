@@ -39,6 +39,9 @@ export const StreamType = {
   /** Anti-entropy phase 2: the records the other side asked for; acked by recordsAck. */
   records: 27,
   recordsAck: 28,
+  /** memberlist's TCP fallback probe, tried alongside indirect probes; answered by pingAck. */
+  ping: 29,
+  pingAck: 30,
 } as const;
 
 export interface PingMsg { readonly type: 1; readonly seq: number; readonly target: string; readonly source: string }
@@ -89,10 +92,12 @@ export interface DigestReplyMsg {
 }
 export interface RecordsMsg { readonly type: 27; readonly join: boolean; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[] }
 export interface RecordsAckMsg { readonly type: 28 }
+export interface StreamPingMsg { readonly type: 29; readonly target: string }
+export interface StreamPingAckMsg { readonly type: 30 }
 /** Bytes of a member digest hash. */
 export const DIGEST_HASH_BYTES = 8;
 
-export type StreamMsg = PushPullMsg | FetchMsg | FetchReplyMsg | ErrorReplyMsg | DigestMsg | DigestReplyMsg | RecordsMsg | RecordsAckMsg;
+export type StreamMsg = PushPullMsg | FetchMsg | FetchReplyMsg | ErrorReplyMsg | DigestMsg | DigestReplyMsg | RecordsMsg | RecordsAckMsg | StreamPingMsg | StreamPingAckMsg;
 
 const ALIVE_DOMAIN = 'weft-mesh-alive/1';
 
@@ -279,6 +284,8 @@ export function encodeStream(sentAt: number, m: StreamMsg): Uint8Array {
       writeRecords(w, m.members, m.entries);
       break;
     case StreamType.recordsAck: break;
+    case StreamType.ping: w.str(m.target); break;
+    case StreamType.pingAck: break;
   }
   return w.finish();
 }
@@ -328,6 +335,8 @@ export function decodeStream(buf: Uint8Array, l: Limits): { sentAt: number; msg:
       break;
     }
     case StreamType.recordsAck: msg = { type }; break;
+    case StreamType.ping: msg = { type, target: r.str(l.maxNameBytes) }; break;
+    case StreamType.pingAck: msg = { type }; break;
     case StreamType.fetch: msg = { type, owner: r.str(l.maxNameBytes), key: r.str(l.maxKeyBytes), version: r.u64() }; break;
     case StreamType.fetchReply: {
       const has = r.u8();

@@ -25,6 +25,8 @@ export interface Timing {
   readonly retransmitMult: number;
   /** Base interval of the TCP full-state push/pull (scaled up in large meshes); 0 disables it. */
   readonly pushPullIntervalMs: number;
+  /** memberlist's DisableTcpPings: skip the TCP fallback probe tried alongside indirect probes. */
+  readonly disableTcpPings: boolean;
   /** Timeout of one TCP request (push/pull, fetch, join). */
   readonly tcpTimeoutMs: number;
   /** Dead members keep receiving gossip this long, so a wrongly declared member learns and refutes. */
@@ -49,6 +51,7 @@ export const LAN_TIMING: Timing = Object.freeze({
   gossipNodes: 3,
   retransmitMult: 4,
   pushPullIntervalMs: 30_000,
+  disableTcpPings: false,
   tcpTimeoutMs: 10_000,
   gossipToTheDeadMs: 30_000,
   reconnectIntervalMs: 30_000,
