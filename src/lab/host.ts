@@ -664,3 +664,35 @@ export async function checkRequirements(runner: Runner, backend: 'auto' | 'kerne
   if (missing.length > 0) throw new LabRequirementError(`lab: this host cannot run the lab:\n  - ${missing.join('\n  - ')}`);
   return { kernelModule, backend: chosen, missing };
 }
+
+/**
+ * A prefix `<base><random>` that no lab under `root` uses, for tests that must not collide with
+ * another run of themselves on the same host. `base` plus 3 random characters must fit {@link PREFIX_RE}.
+ */
+export function uniquePrefix(base: string, root = DEFAULT_LAB_ROOT): string {
+  for (;;) {
+    const p = validatePrefix(`${base}${Math.random().toString(36).slice(2, 5).padEnd(3, '0')}`);
+    if (!existsSync(join(root, p))) return p;
+  }
+}
+
+/**
+ * Removes labs whose prefix matches `pattern`, created more than `minAgeMs` ago (default 5 min) and
+ * none of whose recorded processes is still running: labs left by a crashed run. A lab that a live
+ * run is still building or using is left alone. Returns the prefixes removed.
+ */
+export async function removeStaleLabs(pattern: RegExp, opts: { root?: string; runner?: Runner; minAgeMs?: number; now?: number } = {}): Promise<string[]> {
+  const root = opts.root ?? DEFAULT_LAB_ROOT;
+  const cutoff = (opts.now ?? Date.now()) - (opts.minAgeMs ?? 5 * 60_000);
+  const removed: string[] = [];
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (!PREFIX_RE.test(name) || !pattern.test(name)) continue;
+    const h = new LabHost({ prefix: name, root, runner: opts.runner });
+    const state = await h.load().catch(() => undefined);
+    if (state && (h.processes().length > 0 || Date.parse(state.createdAt) > cutoff)) continue;
+    if (!state && (await stat(join(root, name)).then((st) => st.mtimeMs > cutoff, () => true))) continue;
+    await h.down();
+    removed.push(name);
+  }
+  return removed;
+}

@@ -9,12 +9,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type LabPod } from '../../src/lab/lab.ts';
-import { LabHost } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
 import { LAN_TIMING, suspicionBounds } from '../../mesh/options.ts';
 import type { CaptureSummary } from '../../src/lab/pcap.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
-const PREFIX = 'wle';
 const ECHO_PORT = 7777;
 const has = (tool: string): boolean => {
   try {
@@ -30,6 +29,8 @@ const missing = [
   ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
 ];
 const skip = missing.length > 0;
+// A prefix of its own per run, so concurrent runs on one host never touch each other's labs.
+const PREFIX = skip ? 'wlex' : uniquePrefix('wle');
 const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
 
 let lab: Lab;
@@ -40,7 +41,7 @@ const log = (msg: string): void => {
 
 beforeAll(async () => {
   if (skip) return;
-  await new LabHost({ prefix: PREFIX }).down();
+  await removeStaleLabs(/^wle[a-z0-9]{3}$/);
   lab = new Lab({ prefix: PREFIX, progress: log, warn: log, resync: '10s' });
   await lab.up({ nodes: 3, podsPerNode: 2 });
   for (const p of lab.meta.pods) await lab.spawnIn(p.netns, lab.probeArgv('serve', String(ECHO_PORT)), `echo:${p.netns}`);

@@ -7,16 +7,19 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LabHost } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const PREFIX = 'wlt5';
 const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 const missing = [
   ...(process.getuid?.() === 0 ? [] : ['root']),
   ...['ip', 'nsenter', 'unshare'].filter((t) => !has(t)),
   ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go']),
 ];
+
+// A prefix of its own per run, so concurrent runs on one host never touch each other's labs.
+const PREFIX = missing.length > 0 ? 'wlcx' : uniquePrefix('wlc');
+if (missing.length === 0) await removeStaleLabs(/^wlc[a-z0-9]{3}$/);
 
 function weft(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 170_000 });

@@ -4,9 +4,11 @@
  * after a crashed `up`, and two labs with different prefixes must not disturb each other.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkRequirements, LabHost, LabRequirementError, LabStateError, NODE_MOUNTPOINTS, systemRunner, type Runner } from '../../src/lab/host.ts';
+import { checkRequirements, LabHost, LabRequirementError, LabStateError, NODE_MOUNTPOINTS, removeStaleLabs, systemRunner, uniquePrefix, type Runner } from '../../src/lab/host.ts';
 
 const ROOT = '/run/weft-lab';
 const isRoot = process.getuid?.() === 0;
@@ -76,6 +78,14 @@ async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5000): Promi
   }
 }
 
+// Unique prefixes per run, so two runs of this file on one host never touch each other's labs.
+const P1 = canRun ? uniquePrefix('wlta') : 'wltax';
+const P2 = canRun ? uniquePrefix('wltb') : 'wltbx';
+const P3A = canRun ? uniquePrefix('wltc') : 'wltcx';
+const P3B = canRun ? uniquePrefix('wltd') : 'wltdx';
+const P4 = canRun ? uniquePrefix('wlte') : 'wltex';
+if (canRun) await removeStaleLabs(/^wlt[a-e][a-z0-9]{3}$/);
+
 const created: LabHost[] = [];
 afterAll(async () => {
   for (const h of created) await new LabHost({ prefix: h.prefix }).down().catch(() => {});
@@ -89,7 +99,7 @@ function lab(prefix: string, runner?: Runner): LabHost {
 
 describe('lab host primitives', () => {
   it.skipIf(!canRun)(`bare nodes: isolated mount namespaces, working underlay, and down leaves nothing behind (${WHY})`, async () => {
-    const prefix = 'wlt1';
+    const prefix = P1;
     await new LabHost({ prefix }).down();
     const before = footprint(prefix);
     const hostDirsBefore = Object.values(NODE_MOUNTPOINTS).filter((d) => existsSync(d));
@@ -163,7 +173,7 @@ describe('lab host primitives', () => {
   });
 
   it.skipIf(!canRun)('down after a crashed up: a failure at every stage, and a SIGKILLed up process', async () => {
-    const prefix = 'wlt2';
+    const prefix = P2;
     await new LabHost({ prefix }).down();
     const before = footprint(prefix);
     const real = systemRunner();
@@ -223,8 +233,8 @@ setInterval(() => {}, 1000);
   });
 
   it.skipIf(!canRun)('two labs side by side: same inner names, and down of one leaves the other intact', async () => {
-    const a = lab('wlt3a');
-    const b = lab('wlt3b');
+    const a = lab(P3A);
+    const b = lab(P3B);
     await a.down();
     await b.down();
     const ra = await bareLab(a);
@@ -235,33 +245,54 @@ setInterval(() => {}, 1000);
       expect(r.code).toBe(0);
     }
     // `up` refuses to reuse a prefix that is up, and a namespace that another lab owns.
-    await expect(new LabHost({ prefix: 'wlt3a' }).init()).rejects.toThrow(LabStateError);
+    await expect(new LabHost({ prefix: P3A }).init()).rejects.toThrow(LabStateError);
     await a.down();
     for (const pid of ra.pids) expect(alive(pid)).toBe(false);
     for (const pid of rb.pids) expect(alive(pid)).toBe(true);
-    expect(footprint('wlt3a').netns).toEqual([]);
-    expect(footprint('wlt3b').netns.sort()).toEqual(['wlt3b-n1', 'wlt3b-n2', 'wlt3b-ul']);
-    const r = await b.exec(b.node('wlt3b-n1'), ['sh', '-c', 'ping -c 1 -W 2 198.18.250.2 >/dev/null && ls /run/weft /var/lib/weft'], { check: false });
+    expect(footprint(P3A).netns).toEqual([]);
+    expect(footprint(P3B).netns.sort()).toEqual([`${P3B}-n1`, `${P3B}-n2`, `${P3B}-ul`]);
+    const r = await b.exec(b.node(`${P3B}-n1`), ['sh', '-c', 'ping -c 1 -W 2 198.18.250.2 >/dev/null && ls /run/weft /var/lib/weft'], { check: false });
     expect(r.code).toBe(0);
     await b.down();
     for (const pid of rb.pids) expect(alive(pid)).toBe(false);
-    expect(footprint('wlt3b').netns).toEqual([]);
+    expect(footprint(P3B).netns).toEqual([]);
   });
 
   it('rejects bad prefixes and refuses a namespace it did not create', async () => {
     for (const bad of ['', 'A', '1ab', 'a-b', 'a/b', 'abcdefghijk', '../x']) expect(() => new LabHost({ prefix: bad })).toThrow(LabStateError);
     if (!canRun) return;
-    const foreign = 'wlt4-ul';
+    const foreign = `${P4}-ul`;
     execFileSync('ip', ['netns', 'add', foreign]);
-    const h = lab('wlt4');
+    const h = lab(P4);
     try {
       await h.init();
-      await expect(h.addNetns(foreign)).rejects.toThrow(/not created by lab wlt4/);
+      await expect(h.addNetns(foreign)).rejects.toThrow(new RegExp(`not created by lab ${P4}`));
       await h.down();
       // down did not remove the namespace it did not create.
       expect(existsSync(`/run/netns/${foreign}`)).toBe(true);
     } finally {
       execFileSync('ip', ['netns', 'delete', foreign]);
+    }
+  });
+
+  it('removes only stale labs: old, matching, and with no live process', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'wl-stale-'));
+    try {
+      const real = systemRunner();
+      const write = (prefix: string, createdAt: string, pid: number) => {
+        mkdirSync(join(root, prefix));
+        const objects = [{ kind: 'process', pid, start: real.startTime(pid) ?? 'gone', label: 'x' }];
+        writeFileSync(join(root, prefix, 'state.json'), JSON.stringify({ version: 1, prefix, createdAt, objects, meta: {} }));
+      };
+      const old = new Date(Date.now() - 3_600_000).toISOString();
+      write('wlsold', old, 999_999_999);
+      write('wlsnew', new Date().toISOString(), 999_999_999);
+      write('wlslive', old, process.pid);
+      write('other', old, 999_999_999);
+      expect(await removeStaleLabs(/^wls/, { root })).toEqual(['wlsold']);
+      expect(readdirSync(root).sort()).toEqual(['other', 'wlslive', 'wlsnew']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 
