@@ -24,6 +24,8 @@ export interface KubePodView {
   readonly connected: boolean;
   readonly synced: boolean;
   readonly pods: readonly KubePod[];
+  /** When the pod informer last heard from the API server (same clock as `now` and `addedAt`). */
+  readonly podsFreshAt: number | undefined;
 }
 
 /** Why a pod's name is removed. */
@@ -36,8 +38,11 @@ export interface PodRemoval {
 }
 
 /**
- * A CNI pod younger than this is never removed: the pod informer may lag the CNI ADD by a watch
- * round-trip, and a name must not flap away right after the pod starts.
+ * A CNI pod is only judged once the pod informer has heard from the API server at least this long
+ * after its CNI ADD: the pod object exists before the kubelet runs CNI ADD, so an informer that is
+ * current as of later than that must have seen it, allowing this much for watch delivery lag. A
+ * name therefore never flaps away right after the pod starts, nor while a silent partition has
+ * frozen the watch (no events or bookmarks arrive, so the view never becomes fresh enough).
  */
 export const DEFAULT_GRACE_MS = 30_000;
 
@@ -49,8 +54,8 @@ export const DEFAULT_GRACE_MS = 30_000;
  * - `terminal`: the pod has finished (Succeeded/Failed): its sandbox is going away.
  *
  * It decides nothing unless the view is synced and connected (a stale or partial set would delete
- * names of pods created while the API server was unreachable) and nothing for pods younger than
- * `graceMs`. Terminating pods (deletionTimestamp set) keep their names: they still serve during
+ * names of pods created while the API server was unreachable), and nothing for a pod until both
+ * `now` and the view's `podsFreshAt` are at least `graceMs` past its CNI ADD. Terminating pods (deletionTimestamp set) keep their names: they still serve during
  * their grace period. The result is sorted by namespace/name. Pure.
  */
 export function podsToRemove(cni: readonly CniPod[], view: KubePodView, now: number, graceMs: number = DEFAULT_GRACE_MS): PodRemoval[] {
@@ -60,6 +65,7 @@ export function podsToRemove(cni: readonly CniPod[], view: KubePodView, now: num
   const out: PodRemoval[] = [];
   for (const pod of cni) {
     if (now - pod.addedAt < graceMs) continue;
+    if (view.podsFreshAt === undefined || view.podsFreshAt - pod.addedAt < graceMs) continue;
     const k = byName.get(`${pod.namespace}/${pod.name}`);
     if (k === undefined) out.push({ pod, reason: 'not-found' });
     else if (pod.uid !== undefined && pod.uid !== '' && k.uid !== '' && k.uid !== pod.uid) out.push({ pod, reason: 'uid-mismatch' });

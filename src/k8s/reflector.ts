@@ -103,6 +103,7 @@ export class Reflector<T> {
   private attempt = 0;
   private _connected = false;
   private _synced = false;
+  private _freshAt: number | undefined;
   readonly stats: ReflectorStats = { lists: 0, listErrors: 0, watches: 0, watchErrors: 0, gone: 0, events: 0, bookmarks: 0, dropped: 0 };
 
   constructor(opts: ReflectorOptions<T>) {
@@ -117,6 +118,14 @@ export class Reflector<T> {
   /** True once one list has succeeded (the store reflects the API server at least once). */
   get synced(): boolean {
     return this._synced;
+  }
+
+  /**
+   * When (on the injected clock) the store was last confirmed current by the server: a list
+   * completed, or an event or bookmark arrived. Undefined before the first list.
+   */
+  get freshAt(): number | undefined {
+    return this._freshAt;
   }
 
   /** The last resourceVersion seen ('' = a relist is due). */
@@ -251,13 +260,13 @@ export class Reflector<T> {
       next.set(k, s.value);
       nextJSON.set(k, JSON.stringify(s.value));
     }
-    const changed = next.size !== this.store.size || [...nextJSON].some(([k, j]) => this.storeJSON.get(k) !== j);
     this.store = next;
     this.storeJSON = nextJSON;
     this.rv = result.resourceVersion;
-    const first = !this._synced;
     this._synced = true;
-    if (changed || first) this.opts.onChange();
+    this._freshAt = this.opts.clock.now();
+    // Always notify: even an unchanged relist moves freshAt.
+    this.opts.onChange();
     return true;
   }
 
@@ -269,6 +278,7 @@ export class Reflector<T> {
       case 'MODIFIED':
       case 'DELETED': {
         this.stats.events++;
+        this._freshAt = this.opts.clock.now();
         const s = this.opts.slim(object);
         if (!s.ok) {
           this.stats.dropped++;
@@ -295,6 +305,8 @@ export class Reflector<T> {
       case 'BOOKMARK':
         this.stats.bookmarks++;
         if (rv !== undefined) this.rv = rv;
+        this._freshAt = this.opts.clock.now();
+        this.opts.onChange();
         return 'ok';
       case 'ERROR':
         return statusCode(object) === 410 ? 'gone' : 'error';

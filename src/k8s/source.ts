@@ -51,6 +51,12 @@ export interface KubeSnapshot {
   readonly nodes: readonly KubeNode[];
   /** Pods scheduled to this node, by namespace/name. */
   readonly pods: readonly KubePod[];
+  /**
+   * When (source clock, ms) the pod informer last heard from the API server (list, event or
+   * bookmark); undefined before its first list. Lets the pod clean-up tell a current view from one
+   * frozen by a silent network partition that the connection has not noticed yet.
+   */
+  readonly podsFreshAt: number | undefined;
 }
 
 /** Counters of the source, for metrics and status. */
@@ -326,6 +332,7 @@ export class KubeSource {
       seeds: Object.freeze([...new Set(seeds)]),
       nodes: Object.freeze(nodes),
       pods: Object.freeze(this.pods.values()),
+      podsFreshAt: this.pods.freshAt,
     });
   }
 

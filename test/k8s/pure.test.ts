@@ -137,10 +137,15 @@ describe('backoffDelay', () => {
 });
 
 describe('podsToRemove', () => {
+  const NOW = 1_000_000;
   const kpod = (name: string, uid: string, phase = 'Running', deleted = false): KubePod => ({ name, namespace: 'default', uid, ips: [], phase, deleted });
   const cpod = (name: string, uid?: string, addedAt = 0): CniPod => ({ namespace: 'default', name, addedAt, ...(uid ? { uid } : {}) });
-  const view = (pods: KubePod[], connected = true, synced = true): KubePodView => ({ connected, synced, pods });
-  const NOW = 1_000_000;
+  const view = (pods: KubePod[], connected = true, synced = true, podsFreshAt: number | undefined = NOW): KubePodView => ({
+    connected,
+    synced,
+    pods,
+    podsFreshAt,
+  });
 
   it.each([
     ['present and running: keep', [cpod('a', 'u1')], [kpod('a', 'u1')], []],
@@ -154,6 +159,16 @@ describe('podsToRemove', () => {
   ] as const)('%s', (_name, cni, pods, want) => {
     const got = podsToRemove(cni, view([...pods]), NOW).map((r) => [r.pod.name, r.reason]);
     expect(got).toEqual(want);
+  });
+
+  it('waits until the informer has heard from the server long enough after the CNI ADD', () => {
+    const gone = [cpod('a', 'u1', NOW - 100_000)];
+    // Frozen by a silent partition: last heard before the pod was even added.
+    expect(podsToRemove(gone, view([], true, true, NOW - 200_000), NOW)).toEqual([]);
+    // Heard after the ADD, but not by the grace margin yet.
+    expect(podsToRemove(gone, view([], true, true, NOW - 100_000 + 29_999), NOW)).toEqual([]);
+    expect(podsToRemove(gone, view([], true, true, NOW - 100_000 + 30_000), NOW)).toEqual([{ pod: gone[0], reason: 'not-found' }]);
+    expect(podsToRemove(gone, { connected: true, synced: true, pods: [], podsFreshAt: undefined }, NOW)).toEqual([]);
   });
 
   it('decides nothing from a stale or unsynced view, whatever the input', () => {
@@ -177,10 +192,11 @@ describe('podsToRemove', () => {
     });
     const arbC = fc.record({ namespace: fc.constant('default'), name: fc.constantFrom('x', 'y', 'z', 'w'), uid: fc.constantFrom('u1', 'u2'), addedAt: fc.nat(NOW) });
     fc.assert(
-      fc.property(fc.array(arbC, { maxLength: 6 }), fc.uniqueArray(arbK, { selector: (p) => p.name }), (cni, pods) => {
-        const out = podsToRemove(cni, view(pods), NOW, 30_000);
+      fc.property(fc.array(arbC, { maxLength: 6 }), fc.uniqueArray(arbK, { selector: (p) => p.name }), fc.nat(NOW), (cni, pods, fresh) => {
+        const out = podsToRemove(cni, view(pods, true, true, fresh), NOW, 30_000);
         for (const { pod, reason } of out) {
           expect(NOW - pod.addedAt).toBeGreaterThanOrEqual(30_000);
+          expect(fresh - pod.addedAt).toBeGreaterThanOrEqual(30_000);
           const k = pods.find((p) => p.name === pod.name);
           if (reason === 'not-found') expect(k).toBeUndefined();
           if (reason === 'uid-mismatch') expect(k?.uid).not.toBe(pod.uid);
@@ -188,7 +204,7 @@ describe('podsToRemove', () => {
         }
         // Every old, absent pod is removed.
         for (const c of cni) {
-          if (NOW - c.addedAt >= 30_000 && !pods.some((p) => p.name === c.name)) expect(out.map((r) => r.pod)).toContain(c);
+          if (fresh - c.addedAt >= 30_000 && !pods.some((p) => p.name === c.name)) expect(out.map((r) => r.pod)).toContain(c);
         }
       }),
     );
@@ -221,6 +237,7 @@ describe('kubeInputs', () => {
     seeds: ['192.0.2.2:7946', '192.0.2.3:7946'],
     nodes: [],
     pods: [],
+    podsFreshAt: 0,
     ...over,
   });
   const cfg = { seeds: ['192.0.2.3:7946', 'seed.example:7946'], podCIDRs: [] as string[], clusterCIDRs: ['10.244.0.0/16', 'fd00:10:244::/56'] };
