@@ -337,3 +337,42 @@ describe('local writes before start', () => {
     expect(a.entryVersion(simName(1), 'gone')).toBeUndefined();
   });
 });
+
+describe('receive path fuzzing', () => {
+  it('sealed, well-framed but hostile messages never crash or stall a member', async () => {
+    const fc = (await import('fast-check')).default;
+    const c = (cluster = new SimCluster({ seed: 27 }));
+    await c.startBootstrapped(3);
+    await c.net.runFor(500);
+    const evil = c.net.transport('198.18.200.9', SIM_PORT);
+    await evil.start({ packet: () => {}, request: async () => new Uint8Array(0) });
+    const ring = new Keyring(c.meshKey);
+    const valid = [
+      encodeMsg({ type: MsgType.alive, name: simName(1), incarnation: 5, addr: simAddr(1), port: SIM_PORT, identityKey: c.identities[1]!.publicKey, signature: new Uint8Array(64) }),
+      encodeMsg({ type: MsgType.suspect, name: simName(0), incarnation: 0, from: 'x' }),
+      encodeMsg({ type: MsgType.dead, name: simName(2), incarnation: 0, from: 'x' }),
+      encodeMsg({ type: MsgType.indirectPing, seq: 1, target: simName(1), addr: '198.18.250.1', port: 1, nack: true }),
+      encodeMsg({ type: MsgType.entryDigest, owner: simName(1), key: 'k', version: 9 }),
+      encodeMsg({ type: MsgType.ack, seq: 12345, observedAddr: 'x', observedPort: 1 }),
+    ];
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: valid.length - 1 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 })), { minLength: 1, maxLength: 5 }),
+        async (parts) => {
+          const msgs = parts.map(([i, flips]) => {
+            const m = new Uint8Array(valid[i]!);
+            for (const [p, v] of flips) if (p % m.length >= 3) m[p % m.length] = v;
+            return m;
+          });
+          evil.sendPacket(ring.seal(packPacket(c.net.clock.now(), msgs)), { addr: simAddr(0), port: SIM_PORT });
+          await c.net.runFor(20);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    c.nodes[0]!.setLocal('after-fuzz', enc('ok'));
+    expect(await c.net.runUntilCondition(() => [1, 2].every((i) => hasEntry(c.nodes[i]!, simName(0), 'after-fuzz')), 10_000)).toBeDefined();
+    expect(c.nodes[0]!.stats().packetsIn).toBeGreaterThan(300);
+    await evil.stop();
+  });
+});
