@@ -10,10 +10,11 @@
  * a shared host hits both alike. A last, shorter dnsperf run with `-v`
  * against weft gives per-query latencies for weft_p99_ms (kept out of the throughput runs, where
  * per-query printing would slow dnsperf down). Prints `{"weft_qps","unbound_qps","ratio","weft_p99_ms"}`
- * with --json; details go to stderr.
+ * with --json; details go to stderr, including each server's CPU time per answered query in every
+ * round (from /proc), which stays meaningful when other work shares the host.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -108,7 +109,26 @@ async function waitForAnswer(port: number, name: string, timeoutMs = 15_000): Pr
   throw new Error(`bench: no answer for ${name} on port ${port}`);
 }
 
-interface PerfResult { qps: number; sent: number; completed: number; lost: number; avgLatencyMs: number }
+interface PerfResult { qps: number; sent: number; completed: number; lost: number; avgLatencyMs: number; cpuUsPerQuery?: number }
+
+/** CPU time (user + system) of a process in microseconds, from /proc (clock ticks of 10 ms). */
+function cpuUs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return NaN;
+  }
+}
+
+/** One dnsperf run, with the server's CPU time per answered query (robust to a shared host). */
+function measured(pid: number | undefined, port: number, file: string, seconds: number): PerfResult {
+  const c0 = cpuUs(pid);
+  const { result } = dnsperf(port, file, seconds);
+  return { ...result, cpuUsPerQuery: Number(((cpuUs(pid) - c0) / result.completed).toFixed(2)) };
+}
 
 function dnsperf(port: number, file: string, seconds: number, verbose = false): { result: PerfResult; stdout: string } {
   const args = ['-c', '0', 'dnsperf', '-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds),
@@ -198,8 +218,8 @@ async function main(): Promise<void> {
     const weftRuns: PerfResult[] = [];
     const unboundRuns: PerfResult[] = [];
     for (let r = 0; r < rounds; r++) {
-      weftRuns.push(dnsperf(weftPort, queryFile, seconds).result);
-      unboundRuns.push(dnsperf(unboundPort, queryFile, seconds).result);
+      weftRuns.push(measured(weft.pid, weftPort, queryFile, seconds));
+      unboundRuns.push(measured(unbound.pid, unboundPort, queryFile, seconds));
     }
     const best = (runs: PerfResult[]): PerfResult => runs.reduce((a, b) => (b.qps > a.qps ? b : a));
     const weftRun = best(weftRuns);
@@ -215,7 +235,7 @@ async function main(): Promise<void> {
       ratio: Number((weftRun.qps / unboundRun.qps).toFixed(3)),
       weft_p99_ms: Number(weftP99.toFixed(3)),
     };
-    process.stderr.write(`${JSON.stringify({ pods: PODS, seconds, rounds, outstanding: Number(values.outstanding), cpus, weftRounds: weftRuns.map((x) => Math.round(x.qps)), unboundRounds: unboundRuns.map((x) => Math.round(x.qps)), weft: weftRun, unbound: unboundRun })}\n`);
+    process.stderr.write(`${JSON.stringify({ pods: PODS, seconds, rounds, outstanding: Number(values.outstanding), cpus, weftRounds: weftRuns.map((x) => Math.round(x.qps)), unboundRounds: unboundRuns.map((x) => Math.round(x.qps)), weftCpuUsPerQuery: weftRuns.map((x) => x.cpuUsPerQuery), unboundCpuUsPerQuery: unboundRuns.map((x) => x.cpuUsPerQuery), weft: weftRun, unbound: unboundRun })}\n`);
     if (values.json) process.stdout.write(`${JSON.stringify(out)}\n`);
     else {
       process.stdout.write(`weft:    ${out.weft_qps} qps (p99 ${out.weft_p99_ms} ms, lost ${weftRun.lost})\n`);
