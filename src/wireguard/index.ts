@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { WireGuardBackend } from './backend.ts';
 import { BackendUnavailableError } from './errors.ts';
 import { KernelWireGuardBackend, type KernelOptions } from './kernel.ts';
+import { uapiRequest } from './uapi.ts';
 import { UserspaceWireGuardBackend, type UserspaceOptions } from './userspace.ts';
 
 export type { WgBackendKind, WgDevice, WgDeviceUpdate, WgPeer, WgPeerUpdate, WireGuardBackend } from './backend.ts';
@@ -40,6 +41,12 @@ export interface CreateBackendOptions {
   readonly kernel?: Omit<KernelOptions, 'logger'>;
   /** PATH used to find wireguard-go; default `process.env.PATH`. */
   readonly pathEnv?: string;
+  /**
+   * The interface the agent will manage. With 'auto', if a wireguard-go already serves it (a
+   * previous run chose userspace), userspace is chosen so the running datapath is adopted rather
+   * than refused by the kernel backend.
+   */
+  readonly ifname?: string;
 }
 
 /**
@@ -67,6 +74,9 @@ export async function createWireGuardBackend(opts: CreateBackendOptions): Promis
     case 'userspace':
       return userspace('requested');
     case 'auto': {
+      if (opts.ifname !== undefined && (await wireguardGoServes(opts.ifname, opts.userspace?.socketDir ?? '/var/run/wireguard'))) {
+        return userspace(`wireguard-go already serves ${opts.ifname}; adopting it`);
+      }
       let kernelWhy: string;
       try {
         const b = await kernel();
@@ -88,6 +98,17 @@ export async function createWireGuardBackend(opts: CreateBackendOptions): Promis
     }
     default:
       throw new BackendUnavailableError(`wireguard: unknown backend kind ${JSON.stringify(String((opts as { kind: unknown }).kind))}`);
+  }
+}
+
+/** True when a wireguard-go answers `get` on the UAPI socket of `ifname`. */
+async function wireguardGoServes(ifname: string, socketDir: string): Promise<boolean> {
+  if (!/^[A-Za-z0-9_.\-]{1,15}$/.test(ifname)) return false;
+  try {
+    await uapiRequest(join(socketDir, `${ifname}.sock`), `probe ${ifname}`, 'get=1\n', { timeoutMs: 2000, maxReplyBytes: 64 * 1024 * 1024 });
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -48,6 +48,29 @@ describe('createWireGuardBackend', () => {
     expect((err as Error).message).toMatch(/no backend available: .*not found.*wireguard-go not found on PATH/);
   });
 
+  it('auto adopts a running wireguard-go for the interface even before probing the kernel', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { createServer } = await import('node:net');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'wwg-idx-'));
+    // A UAPI socket that answers get like wireguard-go.
+    const server = createServer({ allowHalfOpen: true }, (s) => {
+      s.on('data', () => s.end('listen_port=51820\nerrno=0\n\n'));
+    });
+    await new Promise<void>((r) => server.listen(join(dir, 'wg9.sock'), r));
+    try {
+      const { logger, lines } = capture();
+      const b = await createWireGuardBackend({ kind: 'auto', logger, ifname: 'wg9', userspace: { socketDir: dir, wireguardGo: '/bin/true' } });
+      expect(b.kind).toBe('userspace');
+      expect(lines.find((l) => l.backend === 'userspace')!.reason).toMatch(/already serves wg9/);
+      await b.close();
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('userspace requested resolves wireguard-go on PATH or fails clearly', async () => {
     const { logger } = capture();
     await expect(createWireGuardBackend({ kind: 'userspace', logger, pathEnv: '' })).rejects.toThrow(/wireguard-go not found on PATH/);
