@@ -561,7 +561,11 @@ export class Mesh implements MeshHandle {
     }
   }
 
-  private handleIndirectPing(origSeq: number, target: string, addr: Address, wantNack: boolean, requester: Address): void {
+  private handleIndirectPing(origSeq: number, target: string, _claimed: Address, wantNack: boolean, requester: Address): void {
+    // Probe only members we know, at the address we know: no reflecting packets to arbitrary hosts.
+    const m = this.members.get(target);
+    if (!m || m.name === this.name) return;
+    const addr = { addr: m.alive.addr, port: m.alive.port };
     const seq = this.seq++;
     let acked = false;
     const timer = this.clock.setTimeout(() => this.pending.delete(seq), this.timing.probeIntervalMs);
