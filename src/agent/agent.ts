@@ -17,6 +17,14 @@ import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn
 import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
 import { blockLost, buildNodeInfo, diffPodEntries, ownPodEntries, takenBlocks } from './records.ts';
 
+/**
+ * Keepalive every node asks its peers for. Besides holding NAT mappings, it makes a peer that is
+ * (re-)added send a keepalive at once, which starts a handshake: when a node's agent restarts and
+ * the others briefly declared it dead, they re-add it without a session, and the restarted node's
+ * WireGuard (which kept its old session) would otherwise only re-handshake after ~15 s of silence.
+ */
+export const DEFAULT_KEEPALIVE_S = 25;
+
 /** The agent could not start (no free block, bad state file...). Fatal at startup only. */
 export class AgentStartError extends Error {
   override name = 'AgentStartError';
@@ -55,6 +63,8 @@ export interface AgentDeps {
   readonly readDevice?: () => Promise<WgDevice | null>;
   /** Called after the block changed (first claim or re-claim), before the new record is published. */
   readonly onBlockChanged?: (claim: BlockClaim, previous: BlockClaim | undefined) => Promise<void> | void;
+  /** Persistent keepalive (s) this node asks its peers to use towards it; default {@link DEFAULT_KEEPALIVE_S}, 0 = off. */
+  readonly keepalive?: number;
   /**
    * After start, how long an existing datapath is left untouched while no other member has been
    * heard from (restart adoption). Default max(2 x resync, 60 s).
@@ -388,6 +398,7 @@ export class Agent {
       listenPort: config.wgPort,
       endpoints: this.#d.endpoints,
       claim,
+      keepalive: this.#d.keepalive ?? DEFAULT_KEEPALIVE_S,
     });
     this.#publishNode();
   }

@@ -159,7 +159,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       const ipam = cni.ipam;
       const gc = (): void => {
         const snap = kube.snapshot();
-        const removals = podsToRemove(cniPodsFromAllocations(ipam.list()), { connected: snap.connected, synced: snap.synced, pods: snap.pods }, Date.now());
+        const removals = podsToRemove(cniPodsFromAllocations(ipam.list()), snap, Date.now());
         agent.setHiddenPods(removals.map((r) => `${r.pod.namespace}/${r.pod.name}`));
       };
       const unsubscribe = kube.subscribe(() => gc());
@@ -175,6 +175,24 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       };
     }
     api.route('GET', '/v1/status', async () => ({ status: 200, json: await agent.status() }));
+    const ipamView = cni.ipam;
+    const dnsView = dns;
+    api.route('GET', '/v1/status/ipam', () => ({
+      status: 200,
+      json: {
+        podCIDRs: agent.claim?.podCIDRs ?? [],
+        claimedAt: agent.claim?.claimedAt ?? 0,
+        gateway: agent.self?.meshIP,
+        allocations: ipamView.list().map((a) => ({ ip: a.ip, block: a.block, pod: a.podName, namespace: a.podNamespace, containerId: a.containerId, ifname: a.ifname, allocatedAt: a.allocatedAt })),
+      },
+    }));
+    api.route('GET', '/v1/status/dns', () => {
+      const srv = dnsView.server();
+      return {
+        status: 200,
+        json: { zone: config.dnsZone, ttl: config.dnsTtl, listen: srv?.addresses() ?? [], table: srv?.table().stats, counters: dnsView.stats() },
+      };
+    });
     log.info({ socket: config.socketPath, block: agent.claim?.podCIDRs, meshIP: agent.self?.meshIP }, 'agent running');
 
     return {

@@ -56,6 +56,11 @@ export function renderStatus(s: AgentStatus, now: number): string {
     ['ready', s.ready ? 'yes' : 'no'],
     ['mesh members', Object.entries(s.mesh.members).filter(([, v]) => v > 0).map(([k, v]) => `${v} ${k}`).join(', ') || '-'],
   ];
+  return `${table(head.map(([k, v]) => [`${k}:`, v!]))}\n\n${renderPeers(s, now)}`;
+}
+
+/** Renders the peer table alone (`weft status peers`). */
+export function renderPeers(s: AgentStatus, now: number): string {
   const rows = [['PEER', 'ENDPOINT', 'ALLOWED IPS', 'HANDSHAKE', 'RX', 'TX', 'LINK', 'MESH']];
   for (const p of s.peers) {
     rows.push([
@@ -69,22 +74,63 @@ export function renderStatus(s: AgentStatus, now: number): string {
       p.state,
     ]);
   }
-  const peers = s.peers.length === 0 ? 'no peers' : table(rows);
-  return `${table(head.map(([k, v]) => [`${k}:`, v!]))}\n\n${peers}\n`;
+  return `${s.peers.length === 0 ? 'no peers' : table(rows)}\n`;
+}
+
+/** What `GET /v1/status/ipam` returns. */
+export interface IpamStatus {
+  readonly podCIDRs: readonly string[];
+  readonly claimedAt: number;
+  readonly gateway?: string;
+  readonly allocations: readonly { ip: string; pod?: string; namespace?: string; containerId: string; ifname: string; allocatedAt: number }[];
+}
+
+/** What `GET /v1/status/dns` returns. */
+export interface DnsStatus {
+  readonly zone: string;
+  readonly ttl: number;
+  readonly listen: readonly { address: string; port: number }[];
+  readonly table?: Readonly<Record<string, number>>;
+  readonly counters: Readonly<Record<string, number>>;
+}
+
+/** Renders `weft status ipam`. `nowMs` is ms since the epoch. */
+export function renderIpam(s: IpamStatus, nowMs: number): string {
+  const head = `pod CIDR: ${s.podCIDRs.join(', ') || '-'}  gateway: ${s.gateway ?? '-'}  claimed: ${s.claimedAt ? new Date(s.claimedAt).toISOString() : '-'}\n`;
+  if (s.allocations.length === 0) return `${head}\nno pod addresses allocated\n`;
+  const rows = [['IP', 'POD', 'NAMESPACE', 'CONTAINER', 'IF', 'AGE']];
+  for (const a of s.allocations) rows.push([a.ip, a.pod ?? '-', a.namespace ?? '-', a.containerId.slice(0, 12), a.ifname, formatAge(Math.floor(a.allocatedAt / 1000), Math.floor(nowMs / 1000))]);
+  return `${head}\n${table(rows)}\n`;
+}
+
+/** Renders `weft status dns`. */
+export function renderDns(s: DnsStatus): string {
+  const lines = [`zone: ${s.zone}  ttl: ${s.ttl}s  listen: ${s.listen.map((l) => `${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`).join(', ') || 'not serving'}`];
+  if (s.table) lines.push(`table: ${Object.entries(s.table).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  const counters = Object.entries(s.counters).filter(([, v]) => v > 0);
+  lines.push(`counters: ${counters.map(([k, v]) => `${k}=${v}`).join(' ') || 'none yet'}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** Registers `weft status`. Exit codes: 0 fine, 1 a peer is unhealthy or the agent not ready, 3 agent unreachable. */
 export function registerStatusCommand(program: Command): void {
   program
     .command('status')
-    .description('show this node and its WireGuard peers, from the local agent')
+    .description('show this node and its WireGuard peers from the local agent; views: peers, dns, ipam')
+    .argument('[view]', 'detail view: peers | dns | ipam')
     .option('--json', 'print the status as JSON')
     .option('--socket <path>', 'agent API socket', process.env.WEFT_RUN_DIR ? `${process.env.WEFT_RUN_DIR}/weft.sock` : '/run/weft/weft.sock')
-    .action(async (opts: { json?: boolean; socket: string }) => {
+    .action(async (view: string | undefined, opts: { json?: boolean; socket: string }) => {
+      if (view !== undefined && !['peers', 'dns', 'ipam'].includes(view)) {
+        process.stderr.write(`weft status: unknown view ${JSON.stringify(view)} (peers, dns, ipam)\n`);
+        process.exitCode = 2;
+        return;
+      }
       const client = new ApiClient({ socketPath: opts.socket, timeoutMs: 5000 });
-      let status: AgentStatus;
+      const path = view === 'dns' || view === 'ipam' ? `/v1/status/${view}` : '/v1/status';
+      let body: unknown;
       try {
-        status = await client.get<AgentStatus>('/v1/status');
+        body = await client.get(path);
       } catch (err) {
         if (err instanceof ApiUnavailableError || err instanceof ApiClientError) {
           process.stderr.write(`weft status: ${err.message}\n`);
@@ -93,9 +139,15 @@ export function registerStatusCommand(program: Command): void {
         }
         throw err;
       }
+      if (view === 'dns' || view === 'ipam') {
+        if (opts.json) process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+        else process.stdout.write(view === 'dns' ? renderDns(body as DnsStatus) : renderIpam(body as IpamStatus, Date.now()));
+        return;
+      }
+      const status = body as AgentStatus;
       const now = status.now ?? Math.floor(Date.now() / 1000);
-      if (opts.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
-      else process.stdout.write(renderStatus(status, now));
+      if (opts.json) process.stdout.write(`${JSON.stringify(view === 'peers' ? status.peers : status, null, 2)}\n`);
+      else process.stdout.write(view === 'peers' ? renderPeers(status, now) : renderStatus(status, now));
       if (!status.ready || status.peers.some((p) => peerUnhealthy(p, now))) process.exitCode = 1;
     });
 }

@@ -7,7 +7,7 @@ import { ApiClient } from '../../src/api/client.ts';
 import { ApiServer } from '../../src/api/server.ts';
 import { Health, mountHealthRoutes } from '../../src/observe/health.ts';
 import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../../src/observe/metrics.ts';
-import { formatAge, formatBytes, peerUnhealthy, renderStatus } from '../../src/cli/status.ts';
+import { formatAge, formatBytes, peerUnhealthy, renderDns, renderIpam, renderStatus } from '../../src/cli/status.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 import { peerLink } from '../../src/observe/peers.ts';
 
@@ -128,5 +128,18 @@ describe('peerLink', () => {
     [{ lastHandshake: 995 }, 1000, 'connected'],
   ] as const)('%j at %d -> %s', (p, now, want) => {
     expect(peerLink(p, now)).toBe(want);
+  });
+});
+
+describe('status detail views', () => {
+  it('renders the IPAM view', () => {
+    const out = renderIpam({ podCIDRs: ['10.244.1.0/24'], claimedAt: Date.UTC(2026, 0, 1), gateway: '10.244.1.1', allocations: [{ ip: '10.244.1.2', pod: 'web', namespace: 'default', containerId: '0123456789abcdef', ifname: 'eth0', allocatedAt: 1_000_000 }] }, 1_042_000);
+    expect(out).toContain('pod CIDR: 10.244.1.0/24  gateway: 10.244.1.1  claimed: 2026-01-01T00:00:00.000Z');
+    expect(out.split('\n').find((l) => l.startsWith('10.244.1.2'))).toMatch(/^10\.244\.1\.2\s+web\s+default\s+0123456789ab\s+eth0\s+42s$/);
+    expect(renderIpam({ podCIDRs: [], claimedAt: 0, allocations: [] }, 0)).toContain('no pod addresses allocated');
+  });
+  it('renders the DNS view', () => {
+    const out = renderDns({ zone: 'weft.local', ttl: 5, listen: [{ address: '10.244.1.1', port: 53 }, { address: 'fd00::1', port: 5353 }], table: { pods: 3, nodes: 2 }, counters: { responses_noerror: 7, dropped_short: 0 } });
+    expect(out).toBe('zone: weft.local  ttl: 5s  listen: 10.244.1.1:53, [fd00::1]:5353\ntable: pods=3 nodes=2\ncounters: responses_noerror=7\n');
   });
 });
