@@ -15,7 +15,7 @@ import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGENT_OPTIONS } from '../../src/config.ts';
+import { AGENT_OPTIONS, parseConfig } from '../../src/config.ts';
 
 const DEPLOY = join(import.meta.dirname, '..', '..', 'deploy');
 
@@ -205,6 +205,37 @@ describe('deploy/ manifests', () => {
           expect(cm.data[e.valueFrom.configMapKeyRef.key], e.name).toBeDefined();
         }
       }
+    });
+
+    it("yields a valid agent Config through the agent's own parser (downward API values filled in)", () => {
+      const cm = find('ConfigMap', 'weft-config');
+      const fieldValues: Record<string, string> = { 'spec.nodeName': 'worker-1', 'status.hostIP': '192.0.2.21' };
+      const podEnv: Record<string, string> = {};
+      for (const e of agent.env) {
+        if (e.value !== undefined) podEnv[e.name] = e.value;
+        else if (e.valueFrom?.configMapKeyRef) podEnv[e.name] = cm.data[e.valueFrom.configMapKeyRef.key];
+        else if (e.valueFrom?.fieldRef) podEnv[e.name] = fieldValues[e.valueFrom.fieldRef.fieldPath]!;
+      }
+      const cfg = parseConfig({}, podEnv);
+      expect(cfg).toMatchObject({
+        name: 'worker-1',
+        listenAddr: '192.0.2.21',
+        meshPort: 7946,
+        wgPort: 51820,
+        clusterCIDRs: ['10.244.0.0/16'],
+        mtu: 'auto',
+        dnsZone: 'weft.local',
+        backend: 'auto',
+        stateDir: '/var/lib/weft',
+        runDir: '/run/weft',
+        meshKeyFile: '/etc/weft/mesh/mesh.key',
+        metricsAddr: { host: '127.0.0.1', port: 9465 },
+        kubeconfig: undefined,
+      });
+      expect(cfg.dnsListen).toEqual([{ host: '169.254.20.11', port: 53 }]);
+      // The declared host ports are the ones the agent uses.
+      const ports = agent.ports.map((p: any) => `${p.protocol}/${p.containerPort}`).sort();
+      expect(ports).toEqual([`TCP/${cfg.meshPort}`, `UDP/${cfg.meshPort}`, `UDP/${cfg.wgPort}`].sort());
     });
   });
 });
