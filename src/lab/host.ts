@@ -343,14 +343,13 @@ export class LabHost {
    */
   async addNode(name: string): Promise<NodeHandle> {
     await this.addNetns(name);
-    const mntDir = await this.#ensurePrivateMountDir();
+    await this.#ensurePrivateMountDir();
     for (const p of Object.values(NODE_MOUNTPOINTS)) await this.#ensureHostDir(p);
     const node = this.node(name);
     await mkdir(node.stateDir, { recursive: true, mode: 0o700 });
     await mkdir(node.runDir, { recursive: true, mode: 0o755 });
     await mkdir(node.logDir, { recursive: true, mode: 0o755 });
     await writeFile(node.mountns, '', { mode: 0o600 });
-    void mntDir;
     await this.#record({ kind: 'mountns', node: name, path: node.mountns });
     const script = 'mount -t tmpfs -o mode=0700,size=16m weft-lab-wg "$1" && mount --bind "$2" "$3" && mount --bind "$4" "$5"';
     await this.runner.run([
