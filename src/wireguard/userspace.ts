@@ -260,7 +260,14 @@ export class UserspaceWireGuardBackend implements WireGuardBackend {
     }
     // Record the PID before anything else can fail, so a later deleteDevice can stop it.
     const rec: PidRecord = { pid, startTime: (await procStartTime(pid)) ?? '' };
-    await writeFile(this.pidPath(name), `${JSON.stringify(rec)}\n`, { mode: 0o600 });
+    try {
+      await writeFile(this.pidPath(name), `${JSON.stringify(rec)}\n`, { mode: 0o600 });
+    } catch (err) {
+      // Without a PID file no later agent could stop it: do not leave it running.
+      await this.run([this.ipCmd, 'link', 'del', 'dev', name]);
+      signal(pid, 'SIGKILL');
+      throw new WireGuardError(`wireguard: start ${name}: cannot write ${this.pidPath(name)}`, { cause: err });
+    }
     let earlyExit: string | undefined;
     void exited.then((why) => {
       earlyExit = why;

@@ -11,9 +11,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 const CACHE = process.env.WEFT_VM_CACHE ?? '/var/cache/weft-vm';
 const REPO = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
-const prepared = existsSync(`${CACHE}/ready`) && existsSync(`${CACHE}/vmlinuz`) && existsSync(`${CACHE}/initramfs.gz`);
+const INIT_REV = /^INIT_REV=(\d+)$/m.exec(readFileSync(`${REPO}/test/vm/prepare.sh`, 'utf8'))?.[1];
+const prepared =
+  existsSync(`${CACHE}/vmlinuz`) &&
+  existsSync(`${CACHE}/initramfs.gz`) &&
+  existsSync(`${CACHE}/ready`) &&
+  readFileSync(`${CACHE}/ready`, 'utf8').trim().endsWith(` init-${INIT_REV}`);
 const hasQemu = (process.env.PATH ?? '').split(':').some((d) => existsSync(`${d}/qemu-system-x86_64`));
-const reason = !hasQemu ? 'qemu-system-x86_64 not installed' : `VM lane not prepared: run test/vm/prepare.sh (no ${CACHE}/ready)`;
+const reason = !hasQemu ? 'qemu-system-x86_64 not installed' : `VM lane not prepared (or prepared by an older prepare.sh): run test/vm/prepare.sh (cache ${CACHE})`;
 
 interface AssertionResult {
   fullName: string;
