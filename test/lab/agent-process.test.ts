@@ -127,6 +127,10 @@ describe.skipIf(skip)('weft agent processes in lab nodes (root, wireguard-go)', 
     expect(ping.code, ping.stdout + ping.stderr).toBe(0);
     expect(await weftRoutes(1)).toEqual(['10.244.0.0/16 weft0']);
 
+    const ipam = await host.exec(nodes[0]!, [NODE, MAIN, 'status', 'ipam', '--json'], { check: false });
+    expect(JSON.parse(ipam.stdout)).toMatchObject({ podCIDRs: s1.node.podCIDRs, gateway: s1.node.meshIP, allocations: [] });
+    const dns = await host.exec(nodes[0]!, [NODE, MAIN, 'status', 'dns'], { check: false });
+    expect(dns.stdout).toContain(`listen: ${s1.node.meshIP}:53, ${ips[1]}:5353`);
     // After the ping, a handshake exists, so `weft status` (human) exits 0.
     const human = await host.exec(nodes[0]!, [NODE, MAIN, 'status'], { check: false });
     expect(human.code, human.stderr).toBe(0);
