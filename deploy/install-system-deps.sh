@@ -17,6 +17,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Name weft's route protocol (147, src/datapath/rtnetlink.ts) so `ip route` shows "proto weft".
+mkdir -p /etc/iproute2/rt_protos.d
+[ -f /etc/iproute2/rt_protos.d/weft.conf ] || echo "147 weft" > /etc/iproute2/rt_protos.d/weft.conf
 # unbound is only a benchmark reference: never leave the packaged service running on the host.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now unbound >/dev/null 2>&1 || true; fi
 echo "install-system-deps: ok"
