@@ -48,6 +48,12 @@ export interface Config {
   readonly kubeconfig: string | undefined;
   /** Optional TCP address for /metrics, /healthz and /readyz. */
   readonly metricsAddr: HostPort | undefined;
+  /**
+   * Announce a graceful mesh leave on SIGTERM (peers drop this node at once). Off by default: a
+   * restarting agent (rolling update) should not make every peer drop it; a node that really goes
+   * away is removed after failure detection anyway.
+   */
+  readonly leaveOnExit: boolean;
 }
 
 /** A bad configuration value. The message is one line naming the flag, its env var and the value. */
@@ -100,6 +106,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('logLevel', '<level>', `log level (${LOG_LEVELS.join('|')})`, 'info'),
   opt('kubeconfig', '<path>', 'kubeconfig for the Kubernetes source (default: in-cluster when available)'),
   opt('metricsAddr', '<addr:port>', 'TCP address serving /metrics, /healthz and /readyz'),
+  opt('leaveOnExit', '<true|false>', 'announce a graceful mesh leave on SIGTERM (for decommissioning a node)', 'false'),
 ];
 
 /** Raw values as they come from the command line: strings (or undefined when not given). */
@@ -219,9 +226,15 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     return hp;
   });
 
+  const leaveOnExit = field('leaveOnExit', (v, fail) => {
+    const b = (v ?? 'false').toLowerCase();
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(b)) fail('is not a boolean (true or false)');
+    return b === 'true' || b === '1' || b === 'yes';
+  });
+
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
-    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr,
+    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit,
   });
 }
 

@@ -29,7 +29,7 @@ import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCn
 /** Bridge carrying the pod gateway address (decision: `weftbr0`). */
 export const BRIDGE = 'weftbr0';
 
-/** A running agent process: its logger and a graceful stop (leave the mesh, keep the datapath). */
+/** A running agent process: its logger and a graceful stop (keeps the datapath; leaves the mesh only with --leave-on-exit). */
 export interface RunningAgent {
   readonly agent: Agent;
   readonly logger: Logger;
@@ -201,7 +201,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       api,
       async stop() {
         await kubeCleanup?.();
-        await agent.stop({ leave: true });
+        await agent.stop({ leave: config.leaveOnExit });
         await api.close();
         await cni?.close();
         await kube?.stop();

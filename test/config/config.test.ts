@@ -46,6 +46,9 @@ describe('parseConfig good values', () => {
     [{ listenAddr: '192.0.2.10' }, { listenAddr: '192.0.2.10' }],
     [{ backend: 'userspace', logLevel: 'debug' }, { backend: 'userspace', logLevel: 'debug' }],
     [{ runDir: '/tmp/x/' }, { socketPath: '/tmp/x/weft.sock' }],
+    [{}, { leaveOnExit: false }],
+    [{ leaveOnExit: 'true' }, { leaveOnExit: true }],
+    [{ leaveOnExit: 'no' }, { leaveOnExit: false }],
   ];
   it.each(table)('%j', (flags, want) => {
     expect(parseConfig(flags, {}, host)).toMatchObject(want);
@@ -78,6 +81,7 @@ describe('parseConfig bad values', () => {
     [{ logLevel: 'loud' }, {}, '--log-level', /not one of/],
     [{ metricsAddr: ':9465' }, {}, '--metrics-addr', /expected host:port/],
     [{ runDir: `/${'x'.repeat(120)}` }, {}, '--run-dir', /too long for a unix socket/],
+    [{}, { WEFT_LEAVE_ON_EXIT: 'maybe' }, '--leave-on-exit', /WEFT_LEAVE_ON_EXIT: "maybe" is not a boolean/],
   ];
   it.each(table)('%j %j -> %s', (flags, env, flag, msg) => {
     let err: unknown;

@@ -37,9 +37,9 @@ function agentArgv(i: number): string[] {
   ];
 }
 
-async function startAgent(i: number): Promise<number> {
+async function startAgent(i: number, extra: string[] = []): Promise<number> {
   const n = nodes[i - 1]!;
-  return host.spawn(n, agentArgv(i), { label: `agent-n${i}`, logFile: join(n.logDir, 'agent.log') });
+  return host.spawn(n, [...agentArgv(i), ...extra], { label: `agent-n${i}`, logFile: join(n.logDir, 'agent.log') });
 }
 
 async function status(i: number): Promise<AgentStatus | undefined> {
@@ -195,13 +195,23 @@ describe.skipIf(skip)('weft agent processes in lab nodes (root, wireguard-go)', 
     expect(ka.stdout.trim().split('\t')[1]).toBe('25');
   });
 
-  it('SIGTERM leaves the mesh (peers drop it at once) and keeps its datapath', async () => {
-    const [agent] = host.processes('agent-n2');
-    process.kill(agent!.pid, 'SIGTERM');
-    await waitFor('agent n2 to exit', async () => !(await pidAlive(agent!.pid)), 15_000);
-    await waitFor('n1 to drop its peer', async () => (await status(1))?.peers.length === 0, 10_000);
-    const link = await sh(2, 'ip -j link show weft0');
-    expect(link.code).toBe(0);
+  it('SIGTERM exits cleanly and keeps the datapath; with --leave-on-exit the peers drop it at once', async () => {
+    // Default: no leave (a restart must not make every peer drop the node).
+    const [first] = host.processes('agent-n2');
+    process.kill(first!.pid, 'SIGTERM');
+    await waitFor('agent n2 to exit', async () => !(await pidAlive(first!.pid)), 15_000);
+    expect((await sh(2, 'ip -j link show weft0')).code).toBe(0);
+    expect(await weftRoutes(2)).toEqual(['10.244.0.0/16 weft0']);
+    // n1 keeps the peer (alive or, a moment later, suspect) until failure detection would drop it.
+    expect((await status(1))?.peers).toHaveLength(1);
+
+    await startAgent(2, ['--leave-on-exit', 'true']);
+    await waitFor('n2 ready again', async () => (await status(2))?.ready === true);
+    const [second] = host.processes('agent-n2');
+    process.kill(second!.pid, 'SIGTERM');
+    await waitFor('agent n2 to exit', async () => !(await pidAlive(second!.pid)), 15_000);
+    await waitFor('n1 to drop its peer', async () => (await status(1))?.peers.length === 0, 5_000);
+    expect((await sh(2, 'ip -j link show weft0')).code).toBe(0);
     expect(await weftRoutes(2)).toEqual(['10.244.0.0/16 weft0']);
   });
 
