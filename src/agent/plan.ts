@@ -4,7 +4,7 @@
  * startup by the caller and passed in.
  */
 import type { Config } from '../config.ts';
-import { recordsFromSnapshot } from '../plan/records.ts';
+import { RecordsCache, recordsFromSnapshot } from '../plan/records.ts';
 import { planDatapath, type DatapathConfig } from '../plan/datapath.ts';
 import type { PlanFn } from './ports.ts';
 
@@ -26,8 +26,10 @@ export function makePlanFn(config: Config, underlay: UnderlayFacts): PlanFn {
     underlayMTU: underlay.mtu,
     underlayFamilies: underlay.families,
   };
+  // Parsed records memoized by payload identity: a plan per mesh change re-parses only what changed.
+  const cache = new RecordsCache();
   return (snapshot, self) => {
-    const records = recordsFromSnapshot(snapshot, { clusterCIDRs: config.clusterCIDRs });
+    const records = recordsFromSnapshot(snapshot, { clusterCIDRs: config.clusterCIDRs, cache });
     const desired = planDatapath(self, records.nodes, dp);
     return { desired, remotes: records.nodes, rejected: records.rejected };
   };
