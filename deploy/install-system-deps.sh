@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(wireguard-go wireguard-tools iproute2 iputils-ping iperf3 tcpdump nftables dnsutils dnsperf unbound
-      qemu-system-x86 busybox-static kmod cpio util-linux procps)
+      qemu-system-x86 busybox-static kmod cpio util-linux procps curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
