@@ -16,7 +16,7 @@ import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
 import { Agent } from './agent.ts';
 import { FileBlockStore } from './block-store.ts';
 import { makePlanFn } from './plan.ts';
-import type { DatapathPort, HostNetPort } from './ports.ts';
+import type { HostNetPort } from './ports.ts';
 import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
 import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
@@ -24,7 +24,7 @@ import { mergeKubeSnapshot } from './kube.ts';
 import { startKubeSource } from '../k8s/start.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { detectUnderlay, enableForwarding, endpointOf } from './underlay.ts';
-import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Dns } from './components.ts';
+import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Datapath, type Dns } from './components.ts';
 
 /** Bridge carrying the pod gateway address (decision: `weftbr0`). */
 export const BRIDGE = 'weftbr0';
@@ -53,6 +53,8 @@ export function createLogger(config: Pick<Config, 'logLevel' | 'name'>, destinat
  */
 export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
   let config = flagConfig;
+  // Set once the agent exists; callbacks wired before that (device lost, metrics) see undefined.
+  let agentRef: Agent | undefined;
   const logger = opts.logger ?? createLogger(config);
   const log = logger.child({ component: 'agent' });
   if (!config.meshKeyFile) throw new Error('agent: --mesh-key-file (WEFT_MESH_KEY_FILE) is required: gossip is always encrypted');
@@ -80,7 +82,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 
   const health = new Health({ clock: Date.now, maxLoopAgeMs: Math.max(3 * config.resyncMs, 60_000) });
   let mesh: MeshHandle | undefined;
-  let datapath: DatapathPort | undefined;
+  let datapath: Datapath | undefined;
   let dns: Dns | undefined;
   const metrics = createAgentMetrics({
     mesh: () => (mesh ? { snapshot: mesh.snapshot(), stats: mesh.stats() } : undefined),
@@ -98,7 +100,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
   };
 
   const api = new ApiServer({ logger: logger.child({ component: 'api' }), onRequest: apiRequestObserver(metrics, () => knownRoutes) });
-  const knownRoutes = new Set(['/healthz', '/readyz', '/metrics', '/v1/status', '/v1/cni/add', '/v1/cni/del', '/v1/cni/check', '/v1/cni/gc', '/v1/cni/status']);
+  const knownRoutes = new Set(['/healthz', '/readyz', '/metrics', '/v1/status', '/v1/cni/add', '/v1/cni/del', '/v1/cni/check', '/v1/cni/gc', '/v1/cni/status', '/v1/status/dns', '/v1/status/ipam']);
   mountHealthRoutes(api, health);
   mountMetricsRoute(api, metrics);
   const notYet = (): never => {
@@ -110,8 +112,9 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 
   const cleanups: (() => Promise<void>)[] = [];
   try {
-    datapath = await createDatapath(config, logger.child({ component: 'datapath' }), wgKey.privateKey, () => agentRef?.trigger('device-lost'));
-    cleanups.push(() => datapath!.stop());
+    const dp = await createDatapath(config, logger.child({ component: 'datapath' }), wgKey.privateKey, () => agentRef?.trigger('device-lost'));
+    datapath = dp;
+    cleanups.push(() => dp.stop());
     await api.listenUnix(config.socketPath, 0o660);
     cleanups.push(() => api.close());
     if (config.metricsAddr) await api.listenTcp(config.metricsAddr.host, config.metricsAddr.port);
@@ -131,23 +134,23 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       random: Math.random,
       mesh,
       wgPublicKey: wgKey.publicKey,
-      backendKind: (datapath as { backendKind?: string }).backendKind ?? config.backend,
+      backendKind: dp.backendKind,
       endpoints: [endpointOf(underlay.addr, config.wgPort)],
       plan: makePlanFn(config, { mtu: underlay.mtu, families: [underlay.family] }),
-      datapath,
+      datapath: dp,
       blockStore: new FileBlockStore(config.stateDir),
       hostNet,
       dns,
       metrics,
       health,
-      readDevice: (datapath as { readDevice?: () => Promise<import('../wireguard/backend.ts').WgDevice | null> }).readDevice,
+      readDevice: () => dp.readDevice(),
       onBlockChanged: async (claim, previous) => {
         if (previous) await cni?.blockChanged(claim.podCIDRs);
       },
     });
     agentRef = agent;
     await agent.start();
-    cleanups.unshift(() => agent.stop({ leave: true }));
+    cleanups.unshift(() => agent.stop({ leave: config.leaveOnExit }));
     // Informational Node annotations (the mesh stays the source of truth).
     if (kube && agent.self) kube.setNodeAnnotations({ publicKey: wgKey.publicKey, meshIP: agent.self.meshIP });
 
@@ -213,8 +216,6 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     throw err;
   }
 }
-
-let agentRef: Agent | undefined;
 
 /**
  * Removes everything weft created on this node: its routes and WireGuard interface (through the
