@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { registerAgentCommand } from './cli/agent.ts';
 import { registerStatusCommand } from './cli/status.ts';
+import { registerVerifyCommand } from './cli/verify.ts';
 import { registerLabCommands } from './lab/cli.ts';
 
 /** Builds the program with every command registered (exported for tests). */
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
   program.name('weft').description('weft: a WireGuard mesh overlay network for Kubernetes').showHelpAfterError();
   registerAgentCommand(program);
   registerStatusCommand(program);
+  registerVerifyCommand(program);
   registerLabCommands(program);
   return program;
 }
