@@ -114,6 +114,10 @@ interface Bucket {
 
 const NO_ENTRIES: ReadonlyMap<string, SignedEntry> = new Map();
 const EMPTY_HASH = new Uint8Array(DIGEST_HASH_BYTES);
+/** Entries of not-yet-known owners kept at most this many, this long. */
+const PARKED_MAX = 4096;
+const PARKED_MAX_BYTES = 4 * 1024 * 1024;
+const PARKED_MS = 30_000;
 const NAME_RE = /^[\x21-\x7e]{1,128}$/;
 
 /** A mesh member implementing {@link MeshHandle}. Create with {@link createMesh}. */
@@ -144,6 +148,9 @@ export class Mesh implements MeshHandle {
   private readonly listeners = new Set<(s: MeshSnapshot) => void>();
   /** Entry-set hashes per (immutable) member record, computed on demand for anti-entropy. */
   private readonly entryHashes = new WeakMap<ReadonlyMap<string, SignedEntry>, Uint8Array>();
+  private readonly parked = new Map<string, { e: SignedEntry; gossip: boolean; at: number }[]>();
+  private parkedCount = 0;
+  private parkedBytes = 0;
   private readonly preStart = new Map<string, { payload: Uint8Array; expiresAt: number; deleted: boolean }>();
 
   private incarnation: number;
@@ -620,6 +627,7 @@ export class Mesh implements MeshHandle {
     });
     if (gossip) this.queueMsg(`m:${a.name}`, a);
     if (cur?.state !== 'alive') this.observer?.memberState?.(a.name, 'alive', a.incarnation);
+    if (!cur && this.parkedCount > 0) this.unpark(a.name);
     this.changed();
   }
 
@@ -709,11 +717,15 @@ export class Mesh implements MeshHandle {
     this.changed();
   }
 
-  /** Verifies and merges an entry. Entries of unknown owners are dropped (push/pull brings them later). */
+  /**
+   * Verifies and merges an entry. An entry whose owner we do not know yet (its alive claim is still
+   * on its way) is parked, bounded and briefly, and applied when the owner appears.
+   */
   private handleEntry(e: SignedEntry, gossip: boolean): void {
     const m = this.members.get(e.owner);
     if (!m) {
       this.s.unknownOwner++;
+      this.park(e, gossip);
       return;
     }
     if (Buffer.byteLength(e.key) > this.limits.maxKeyBytes || e.payload.length > this.limits.maxEntryPayloadBytes) {
@@ -745,6 +757,38 @@ export class Mesh implements MeshHandle {
       return;
     }
     this.storeEntry(m, e, gossip);
+  }
+
+  private park(e: SignedEntry, gossip: boolean): void {
+    const now = this.now();
+    while (this.parkedCount >= PARKED_MAX || this.parkedBytes + e.payload.length > PARKED_MAX_BYTES) {
+      // Drop the oldest owner's parked entries.
+      const first = this.parked.entries().next();
+      if (first.done) return;
+      const [oldest, list] = first.value;
+      this.parked.delete(oldest);
+      this.parkedCount -= list.length;
+      for (const p of list) this.parkedBytes -= p.e.payload.length;
+    }
+    let list = this.parked.get(e.owner);
+    if (!list) {
+      list = [];
+      this.parked.set(e.owner, list);
+    }
+    if (list.length >= this.limits.maxEntriesPerMember) return;
+    list.push({ e, gossip, at: now });
+    this.parkedCount++;
+    this.parkedBytes += e.payload.length;
+  }
+
+  private unpark(owner: string): void {
+    const list = this.parked.get(owner);
+    if (!list) return;
+    this.parked.delete(owner);
+    this.parkedCount -= list.length;
+    for (const p of list) this.parkedBytes -= p.e.payload.length;
+    const now = this.now();
+    for (const p of list) if (now - p.at <= PARKED_MS) this.handleEntry(p.e, p.gossip);
   }
 
   private handleDigest(owner: string, key: string, version: number, from: Address): void {

@@ -376,3 +376,30 @@ describe('receive path fuzzing', () => {
     await evil.stop();
   });
 });
+
+describe('ordering', () => {
+  it('an entry that arrives before its owner is known is applied once the owner appears', async () => {
+    const c = (cluster = new SimCluster({ seed: 28 }));
+    await c.startBootstrapped(2);
+    await c.net.runFor(200);
+    const id = c.identities[1]!;
+    // A member nobody knows yet: its entry and then its alive claim, in separate packets.
+    const newcomer = simName(9);
+    const rogue = c.net.transport(simAddr(9), SIM_PORT);
+    await rogue.start({ packet: () => {}, request: async () => new Uint8Array(0) });
+    const ring = new Keyring(c.meshKey);
+    const body = { key: 'node', version: 5, payload: enc('hi'), expiresAt: 0, deleted: false };
+    const entry: PacketMsg = { type: MsgType.entry, entry: { ...body, owner: newcomer, signature: signWith(id, entrySigningBytes(newcomer, body)) } };
+    const alive: PacketMsg = {
+      type: MsgType.alive, name: newcomer, incarnation: 1, addr: simAddr(9), port: SIM_PORT, identityKey: id.publicKey,
+      signature: signWith(id, aliveSigningBytes(newcomer, 1, simAddr(9), SIM_PORT, id.publicKey)),
+    };
+    rogue.sendPacket(ring.seal(packPacket(c.net.clock.now(), [encodeMsg(entry)])), { addr: simAddr(0), port: SIM_PORT });
+    await c.net.runFor(50);
+    expect(c.nodes[0]!.entryVersion(newcomer, 'node')).toBeUndefined();
+    rogue.sendPacket(ring.seal(packPacket(c.net.clock.now(), [encodeMsg(alive)])), { addr: simAddr(0), port: SIM_PORT });
+    await c.net.runFor(50);
+    expect(c.nodes[0]!.entryVersion(newcomer, 'node')).toBe(5);
+    await rogue.stop();
+  });
+});
