@@ -271,6 +271,15 @@ export class Agent {
     try {
       let snapshot = this.#d.mesh.snapshot();
       this.#sweepStalePods(snapshot);
+      if (reason === 'resync' && this.#claim) {
+        // Drift repair for the node side too: a deleted bridge or gateway address comes back.
+        try {
+          await this.#d.hostNet.ensureBridge(this.#claim.podCIDRs.map((c) => gatewayOf(c).cidr));
+        } catch (err) {
+          metrics?.reconcileErrors.inc({ stage: 'bridge' });
+          this.#log.child({ component: 'cni' }).error({ err }, 'cannot repair the pod bridge; retrying at the next resync');
+        }
+      }
       let result = this.#plan(snapshot);
       if (result === undefined) return;
       const winner = this.#claim ? blockLost(this.#d.config.name, this.#claim, result.remotes) : undefined;

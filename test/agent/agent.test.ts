@@ -334,6 +334,18 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
   });
 });
 
+describe('resync', () => {
+  it('re-ensures the bridge on every resync (drift repair on the node side)', async () => {
+    const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' });
+    await a.agent.start();
+    await settle([a]);
+    expect(a.host.bridges).toEqual(['10.244.0.1/24']);
+    a.agent.trigger('resync');
+    await settle([a]);
+    expect(a.host.bridges).toEqual(['10.244.0.1/24', '10.244.0.1/24']);
+  });
+});
+
 describe('audit trail and hostile pod sets', () => {
   it('logs one audit line per peer added and removed, and never a key file content', async () => {
     const lines: Record<string, unknown>[] = [];
