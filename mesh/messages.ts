@@ -44,25 +44,31 @@ export const StreamType = {
   pingAck: 30,
 } as const;
 
+/** Direct probe; `target` must be the receiver's name, else it is ignored. */
 export interface PingMsg { readonly type: 1; readonly seq: number; readonly target: string; readonly source: string }
+/** Asks the receiver to probe `target` and relay the ack (and a nack if none came in time). */
 export interface IndirectPingMsg {
   readonly type: 2; readonly seq: number; readonly target: string; readonly addr: string; readonly port: number; readonly nack: boolean;
 }
 /** An ack also reports the address and port the responder saw the probe come from (for NAT discovery). */
 export interface AckMsg { readonly type: 3; readonly seq: number; readonly observedAddr: string; readonly observedPort: number }
+/** Lifeguard nack: the indirect helper got no ack from the target in time. */
 export interface NackMsg { readonly type: 4; readonly seq: number }
 /** A member's claim to be alive, signed by its identity key over {@link aliveSigningBytes}. */
 export interface AliveMsg {
   readonly type: 5; readonly name: string; readonly incarnation: number; readonly addr: string; readonly port: number;
   readonly identityKey: Uint8Array; readonly signature: Uint8Array;
 }
+/** `from` suspects `name` at `incarnation`; independent suspicions count as confirmations. */
 export interface SuspectMsg { readonly type: 6; readonly name: string; readonly incarnation: number; readonly from: string }
 /** `from === name` means a graceful leave. */
 export interface DeadMsg { readonly type: 7; readonly name: string; readonly incarnation: number; readonly from: string }
+/** One signed entry, gossiped whole when it fits in a datagram. */
 export interface EntryMsg { readonly type: 8; readonly entry: SignedEntry }
 /** Announces an entry too large for a datagram; receivers fetch it over TCP from the sender. */
 export interface EntryDigestMsg { readonly type: 9; readonly owner: string; readonly key: string; readonly version: number }
 
+/** Every datagram message. */
 export type PacketMsg = PingMsg | IndirectPingMsg | AckMsg | NackMsg | AliveMsg | SuspectMsg | DeadMsg | EntryMsg | EntryDigestMsg;
 
 /** A member as carried in a push/pull: its last alive claim plus the state the sender holds. */
@@ -73,11 +79,15 @@ export interface MemberRecordWire {
   readonly incarnation: number;
 }
 
+/** Full-state exchange (format 1 anti-entropy; still answered for older members). */
 export interface PushPullMsg {
   readonly type: 20 | 21; readonly join: boolean; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[];
 }
+/** Asks for one entry at or above `version` (after an entry digest). */
 export interface FetchMsg { readonly type: 22; readonly owner: string; readonly key: string; readonly version: number }
+/** The entry asked for, or undefined if not held at that version. */
 export interface FetchReplyMsg { readonly type: 23; readonly entry: SignedEntry | undefined }
+/** A request the other side could not serve. */
 export interface ErrorReplyMsg { readonly type: 24; readonly message: string }
 /** A member summarized: equal digests mean nothing to exchange about it. `hash` covers its entries' keys, versions and tombstones. */
 export interface MemberDigest {
@@ -86,17 +96,24 @@ export interface MemberDigest {
   readonly state: MemberState;
   readonly hash: Uint8Array;
 }
+/** Anti-entropy phase 1 request. */
 export interface DigestMsg { readonly type: 25; readonly join: boolean; readonly digests: readonly MemberDigest[] }
+/** Anti-entropy phase 1 reply: differing records and the names wanted back. */
 export interface DigestReplyMsg {
   readonly type: 26; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[]; readonly want: readonly string[];
 }
+/** Anti-entropy phase 2: the records asked for. */
 export interface RecordsMsg { readonly type: 27; readonly join: boolean; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[] }
+/** Acknowledges {@link RecordsMsg}. */
 export interface RecordsAckMsg { readonly type: 28 }
+/** TCP fallback probe. */
 export interface StreamPingMsg { readonly type: 29; readonly target: string }
+/** Answer to {@link StreamPingMsg} from the named member. */
 export interface StreamPingAckMsg { readonly type: 30 }
 /** Bytes of a member digest hash. */
 export const DIGEST_HASH_BYTES = 8;
 
+/** Every stream (TCP) request and reply. */
 export type StreamMsg = PushPullMsg | FetchMsg | FetchReplyMsg | ErrorReplyMsg | DigestMsg | DigestReplyMsg | RecordsMsg | RecordsAckMsg | StreamPingMsg | StreamPingAckMsg;
 
 const ALIVE_DOMAIN = 'weft-mesh-alive/1';

@@ -34,6 +34,7 @@ export function simName(i: number): string {
   return `node-${i}`;
 }
 
+/** Network options plus what every member of the cluster shares. */
 export interface SimClusterOptions extends SimOptions {
   readonly profile?: 'lan' | 'wan' | Partial<Timing>;
   readonly limits?: Partial<Limits>;
