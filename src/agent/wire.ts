@@ -4,10 +4,11 @@
  * Only construction and ordering live here; behaviour lives in the modules wired.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { MeshHandle } from '../../mesh/api.ts';
+import { ApiClient, ApiClientError } from '../api/client.ts';
 import { ApiError, ApiServer } from '../api/server.ts';
 import type { Config } from '../config.ts';
 import { Health, mountHealthRoutes } from '../observe/health.ts';
@@ -134,6 +135,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       random: Math.random,
       mesh,
       wgPublicKey: wgKey.publicKey,
+      wgKeyCreatedAt: await stat(join(config.stateDir, 'wg.key')).then((st) => st.mtimeMs, () => undefined),
       backendKind: dp.backendKind,
       endpoints: [endpointOf(underlay.addr, config.wgPort)],
       plan: makePlanFn(config, { mtu: underlay.mtu, families: [underlay.family] }),
@@ -227,6 +229,12 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 export async function uninstall(config: Config, opts: { purge?: boolean; logger?: Logger } = {}): Promise<void> {
   const logger = opts.logger ?? createLogger(config);
   const log = logger.child({ component: 'agent' });
+  // Uninstalling under a running agent would race its reconciler, which would rebuild everything.
+  const live = await new ApiClient({ socketPath: config.socketPath, timeoutMs: 1000 }).get('/healthz').then(
+    () => true,
+    (err: unknown) => err instanceof ApiClientError,
+  );
+  if (live) throw new Error(`an agent is running on ${config.socketPath}; stop it before --uninstall`);
   const errors: string[] = [];
   const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
     try {

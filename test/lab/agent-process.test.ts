@@ -215,6 +215,13 @@ describe.skipIf(skip)('weft agent processes in lab nodes (root, wireguard-go)', 
     expect(await weftRoutes(2)).toEqual(['10.244.0.0/16 weft0']);
   });
 
+  it('--uninstall refuses while an agent runs on the node', async () => {
+    const r = await host.exec(nodes[0]!, [NODE, MAIN, 'agent', '--uninstall', '--name', `${PREFIX}-n1`], { check: false, timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/an agent is running on \/run\/weft\/weft\.sock; stop it before --uninstall/);
+    expect((await sh(1, 'ip link show weft0')).code).toBe(0);
+  });
+
   it('--uninstall removes the interface, routes, bridge, block and addresses, and keeps the keys', async () => {
     const r = await host.exec(nodes[1]!, [NODE, MAIN, 'agent', '--uninstall', '--name', `${PREFIX}-n2`, '--backend', 'userspace'], { check: false, timeoutMs: 30_000 });
     expect(r.code, r.stderr + r.stdout).toBe(0);
