@@ -61,6 +61,8 @@ export interface AgentDeps {
   readonly health?: Health;
   /** Reads the WireGuard device, for status. */
   readonly readDevice?: () => Promise<WgDevice | null>;
+  /** When this node's WireGuard key was created (ms since the epoch), for the key age in status. */
+  readonly wgKeyCreatedAt?: number;
   /** Called after the block changed (first claim or re-claim), before the new record is published. */
   readonly onBlockChanged?: (claim: BlockClaim, previous: BlockClaim | undefined) => Promise<void> | void;
   /** Persistent keepalive (s) this node asks its peers to use towards it; default {@link DEFAULT_KEEPALIVE_S}, 0 = off. */
@@ -102,6 +104,8 @@ export interface AgentStatus {
     readonly mtu: number | undefined;
     readonly ifname: string;
     readonly endpoints: readonly string[];
+    /** When the WireGuard key was created (ms since the epoch), when known. */
+    readonly keyCreatedAt?: number;
   };
   readonly ready: boolean;
   readonly mesh: { readonly members: Readonly<Record<string, number>> };
@@ -516,6 +520,7 @@ export class Agent {
         name: config.name, backend: this.#d.backendKind, publicKey: this.#d.wgPublicKey, meshIP: this.#self?.meshIP,
         podCIDRs: this.#claim?.podCIDRs ?? [], listenPort: config.wgPort, mtu: this.#lastDesired?.mtu, ifname: config.ifname,
         endpoints: this.#d.endpoints,
+        keyCreatedAt: this.#d.wgKeyCreatedAt,
       },
       ready: this.#ready,
       mesh: { members },

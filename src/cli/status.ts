@@ -52,6 +52,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     ['pod CIDR', n.podCIDRs.join(', ') || '-'],
     ['listen port', String(n.listenPort)],
     ['MTU', n.mtu === undefined ? '-' : String(n.mtu)],
+    ['key age', n.keyCreatedAt ? formatAge(Math.floor(n.keyCreatedAt / 1000), now) : '-'],
     ['interface', n.ifname],
     ['ready', s.ready ? 'yes' : 'no'],
     ['mesh members', Object.entries(s.mesh.members).filter(([, v]) => v > 0).map(([k, v]) => `${v} ${k}`).join(', ') || '-'],
@@ -74,7 +75,10 @@ export function renderPeers(s: AgentStatus, now: number): string {
       p.state,
     ]);
   }
-  return `${s.peers.length === 0 ? 'no peers' : table(rows)}\n`;
+  if (s.peers.length === 0) return 'no peers\n';
+  const stale = s.peers.filter((p) => peerUnhealthy(p, now)).length;
+  const note = stale > 0 ? `\n! ${stale} of ${s.peers.length} peers without a handshake in the last ${HANDSHAKE_STALE_S / 60} minutes\n` : '';
+  return `${table(rows)}\n${note}`;
 }
 
 /** What `GET /v1/status/ipam` returns. */
