@@ -3,8 +3,10 @@
  * the interface carrying it and its MTU; and the IP forwarding switch of this network namespace.
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { lookup as dnsLookup } from 'node:dns';
 import { isIP } from 'node:net';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
+import type { HostPort } from '../config.ts';
 
 /** The underlay cannot be worked out (no usable address, address not local). */
 export class UnderlayError extends Error {
@@ -71,4 +73,52 @@ export async function enableForwarding(families: readonly (4 | 6)[], procRoot = 
     const cur = (await readFile(path, 'utf8').catch(() => '')).trim();
     if (cur !== '1') await writeFile(path, '1\n');
   }
+}
+
+/** Resolves a host name to its addresses (node:dns `lookup` with `all: true`), injectable for tests. */
+export type Lookup = (host: string) => Promise<readonly string[]>;
+
+/**
+ * Resolves seed host names to IP addresses (every address of a name becomes a seed). IP literals
+ * pass through. A name that does not resolve is reported and skipped: the mesh retries the seeds
+ * it has, and a DNS outage must not stop the agent.
+ */
+export async function resolveSeeds(seeds: readonly HostPort[], lookup: Lookup): Promise<{ seeds: HostPort[]; failed: { host: string; error: string }[] }> {
+  const out: HostPort[] = [];
+  const failed: { host: string; error: string }[] = [];
+  const seen = new Set<string>();
+  const add = (host: string, port: number): void => {
+    const k = `${host}|${port}`;
+    if (!seen.has(k)) {
+      seen.add(k);
+      out.push({ host, port });
+    }
+  };
+  for (const s of seeds) {
+    if (isIP(s.host) !== 0) {
+      add(s.host, s.port);
+      continue;
+    }
+    try {
+      const addrs = await lookup(s.host);
+      if (addrs.length === 0) throw new Error('no address');
+      for (const a of addrs.slice(0, 16)) add(a, s.port);
+    } catch (err) {
+      failed.push({ host: s.host, error: (err as Error).message });
+    }
+  }
+  return { seeds: out, failed };
+}
+
+/** The system resolver, bounded by `timeoutMs`. */
+export function systemLookup(timeoutMs = 5000): Lookup {
+  return (host) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`lookup ${host}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      dnsLookup(host, { all: true }, (err, addrs) => {
+        clearTimeout(t);
+        if (err) reject(err);
+        else resolve(addrs.map((a) => a.address));
+      });
+    });
 }

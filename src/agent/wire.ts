@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { MeshHandle } from '../../mesh/api.ts';
@@ -24,7 +25,7 @@ import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { mergeKubeSnapshot } from './kube.ts';
 import { startKubeSource } from '../k8s/start.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
-import { detectUnderlay, enableForwarding, endpointOf } from './underlay.ts';
+import { detectUnderlay, enableForwarding, endpointOf, resolveSeeds, systemLookup } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Datapath, type Dns } from './components.ts';
 
 /** Bridge carrying the pod gateway address (decision: `weftbr0`). */
@@ -79,6 +80,12 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     config = merged.config;
     log.info({ synced: snap.synced, podCIDRsFrom: merged.podCIDRsFrom, podCIDRs: config.podCIDRs, addedSeeds: merged.addedSeeds }, 'kubernetes source');
     for (const why of merged.ignored) log.warn({ why }, 'ignored a value from kubernetes');
+  }
+
+  if (config.seeds.some((s) => isIP(s.host) === 0)) {
+    const r = await resolveSeeds(config.seeds, systemLookup());
+    for (const f of r.failed) log.warn(f, 'seed name does not resolve; skipped');
+    config = Object.freeze({ ...config, seeds: Object.freeze(r.seeds) });
   }
 
   const health = new Health({ clock: Date.now, maxLoopAgeMs: Math.max(3 * config.resyncMs, 60_000) });

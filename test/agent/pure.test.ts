@@ -7,7 +7,7 @@ import type { MemberView, MeshSnapshot } from '../../mesh/api.ts';
 import { FileBlockStore, BlockStoreError } from '../../src/agent/block-store.ts';
 import { blockLost, buildNodeInfo, diffPodEntries, ownPodEntries, podKey, takenBlocks } from '../../src/agent/records.ts';
 import { loadOrCreateSecretFile, readSecretFile, requireSecretFile, SecretFileError } from '../../src/agent/secrets.ts';
-import { endpointOf, pickUnderlay, UnderlayError } from '../../src/agent/underlay.ts';
+import { endpointOf, pickUnderlay, resolveSeeds, UnderlayError } from '../../src/agent/underlay.ts';
 import type { NodeInfo, RemoteNode } from '../../src/model.ts';
 
 const enc = new TextEncoder();
@@ -108,6 +108,15 @@ describe('underlay', () => {
     expect(pickUnderlay(undefined, ifaces)).toEqual({ addr: '192.0.2.7', family: 4, ifname: 'eth0' });
     expect(() => pickUnderlay('198.18.0.1', ifaces)).toThrow(UnderlayError);
     expect(() => pickUnderlay(undefined, { lo: ifaces.lo })).toThrow(/give --listen-addr/);
+  });
+  it('resolves seed names, keeps literals, skips names that do not resolve', async () => {
+    const lookup = async (h: string) => {
+      if (h === 'seeds.example') return ['192.0.2.5', '192.0.2.6', '192.0.2.5'];
+      throw new Error('ENOTFOUND');
+    };
+    const r = await resolveSeeds([{ host: '192.0.2.1', port: 7946 }, { host: 'seeds.example', port: 7000 }, { host: 'gone.example', port: 1 }], lookup);
+    expect(r.seeds).toEqual([{ host: '192.0.2.1', port: 7946 }, { host: '192.0.2.5', port: 7000 }, { host: '192.0.2.6', port: 7000 }]);
+    expect(r.failed).toEqual([{ host: 'gone.example', error: 'ENOTFOUND' }]);
   });
   it('formats endpoints', () => {
     expect(endpointOf('192.0.2.1', 51820)).toBe('192.0.2.1:51820');
