@@ -653,7 +653,9 @@ export class Mesh implements MeshHandle {
     }
     if (cur.state === 'suspect') {
       const susp = this.suspicions.get(s.name);
-      if (susp && s.from !== susp.first && !susp.confirmations.has(s.from) && susp.confirmations.size < 64) {
+      // Like memberlist's suspicion.Confirm: confirmations past the expected count change nothing
+      // and are not re-gossiped, which keeps a large mesh quiet while a failure is confirmed.
+      if (susp && s.from !== susp.first && !susp.confirmations.has(s.from) && susp.confirmations.size < susp.expected) {
         susp.confirmations.add(s.from);
         this.rescheduleSuspicion(s.name, susp);
         if (gossip) this.queueMsg(`m:${s.name}`, s);
