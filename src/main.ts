@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from './cli/agent.ts';
 import { registerStatusCommand } from './cli/status.ts';
 import { registerVerifyCommand } from './cli/verify.ts';
+import { registerAuditCommand } from './cli/audit.ts';
 import { registerLabCommands } from './lab/cli.ts';
 
 /** Builds the program with every command registered (exported for tests). */
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerAgentCommand(program);
   registerStatusCommand(program);
   registerVerifyCommand(program);
+  registerAuditCommand(program);
   registerLabCommands(program);
   return program;
 }

@@ -14,6 +14,7 @@ import { ApiError, ApiServer } from '../api/server.ts';
 import type { Config } from '../config.ts';
 import { Health, mountHealthRoutes } from '../observe/health.ts';
 import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../observe/metrics.ts';
+import { readRejections, startRejectionAudit } from '../observe/audit.ts';
 import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
 import { Agent } from './agent.ts';
 import { FileBlockStore } from './block-store.ts';
@@ -160,6 +161,9 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     agentRef = agent;
     await agent.start();
     cleanups.unshift(() => agent.stop({ leave: config.leaveOnExit }));
+    // Audit trail: rejected records and packets, aggregated per minute (never a line per packet).
+    const rejections = startRejectionAudit({ logger: log, intervalMs: 60_000, read: () => readRejections(metrics.rejectedRecords, () => mesh?.stats() as unknown as Record<string, unknown> | undefined) });
+    cleanups.unshift(async () => rejections.stop());
     // Informational Node annotations (the mesh stays the source of truth).
     if (kube && agent.self) kube.setNodeAnnotations({ publicKey: wgKey.publicKey, meshIP: agent.self.meshIP });
 
@@ -212,6 +216,8 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       logger,
       api,
       async stop() {
+        rejections.stop();
+        await rejections.flush();
         await kubeCleanup?.();
         await agent.stop({ leave: config.leaveOnExit });
         await api.close();
