@@ -403,3 +403,18 @@ describe('ordering', () => {
     await rogue.stop();
   });
 });
+
+describe('WAN profile', () => {
+  it('runs the same protocol with WAN timing: slower probes, longer suspicion', async () => {
+    const c = (cluster = new SimCluster({ seed: 29, profile: 'wan', latencyMs: 40, jitterMs: 20 }));
+    await c.startJoined(8, 100);
+    expect(await c.net.runUntilCondition(() => allAlive(c, range(8), 8), 60_000, 100)).toBeDefined();
+    c.net.crash(simAddr(7));
+    await c.nodes[7]!.stop();
+    const took = await c.net.runUntilCondition(() => range(7).every((i) => c.nodes[i]!.memberState(simName(7)) === 'dead'), 240_000, 500);
+    expect(took).toBeDefined();
+    // The suspicion floor alone is 6 * 1 * 5 s = 30 s with WAN timing.
+    expect(took!).toBeGreaterThanOrEqual(30_000);
+    expect(range(7).every((i) => c.nodes[i]!.counts().live === 7)).toBe(true);
+  });
+});
