@@ -26,6 +26,7 @@ import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { mergeKubeSnapshot } from './kube.ts';
 import { startKubeSource } from '../k8s/start.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
+import { delQueueDir } from '../cni/del-queue.ts';
 import { detectUnderlay, enableForwarding, endpointOf, resolveSeeds, systemLookup } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Datapath, type Dns } from './components.ts';
 
@@ -274,11 +275,14 @@ export async function uninstall(config: Config, opts: { purge?: boolean; logger?
     await createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding).removeBridge();
   });
   await step('socket', () => rm(config.socketPath, { force: true }));
+  // wireguard-go's pid file and log (the process itself went with the device above).
+  await step('runtime files', () => rm(join(config.runDir, 'wireguard-go'), { recursive: true, force: true }));
   if (opts.purge) {
     await step('state', () => rm(config.stateDir, { recursive: true, force: true }));
   } else {
     await step('block', () => new FileBlockStore(config.stateDir).clear());
     await step('pod addresses', () => rm(join(config.stateDir, 'ipam'), { recursive: true, force: true }));
+    await step('queued CNI DELs', () => rm(delQueueDir(config.stateDir), { recursive: true, force: true }));
   }
   if (errors.length > 0) throw new Error(`uninstall incomplete: ${errors.join('; ')}`);
 }

@@ -233,5 +233,7 @@ describe.skipIf(skip)('weft agent processes in lab nodes (root, wireguard-go)', 
     expect(state).toContain('identity.key');
     expect(state).not.toContain('block.json');
     expect(state).not.toContain('ipam');
+    expect(state).not.toContain('cni-del-queue');
+    expect(await readdir(nodes[1]!.runDir)).toEqual([]);
   });
 });
