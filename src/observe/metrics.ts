@@ -20,6 +20,9 @@ export interface AgentMetrics {
   readonly blockReclaims: Counter;
   readonly apiRequests: Counter<'route' | 'status'>;
   readonly apiDuration: Histogram<'route'>;
+  /** CNI operations (ADD, DEL, CHECK, GC, STATUS) by result, fed by {@link apiRequestObserver}. */
+  readonly cniOperations: Counter<'op' | 'result'>;
+  readonly cniDuration: Histogram<'op'>;
 }
 
 /** Sources read at scrape time; each callback must be cheap and must not throw. */
@@ -56,7 +59,31 @@ export function createAgentMetrics(sources: MetricSources = {}, opts: { processM
     blockReclaims: new Counter({ name: 'weft_ipam_block_reclaims_total', help: 'Times this node lost its pod block to an older claim and re-claimed', registers: r }),
     apiRequests: new Counter({ name: 'weft_api_requests_total', help: 'Local API requests by route and status (CNI operations included)', labelNames: ['route', 'status'], registers: r }),
     apiDuration: new Histogram({ name: 'weft_api_request_duration_seconds', help: 'Local API request latency by route', labelNames: ['route'], registers: r, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] }),
+    cniOperations: new Counter({ name: 'weft_cni_operations_total', help: 'CNI operations handled by the agent, by operation and result (ok, error)', labelNames: ['op', 'result'], registers: r }),
+    cniDuration: new Histogram({ name: 'weft_cni_operation_duration_seconds', help: 'CNI operation latency in the agent, by operation', labelNames: ['op'], registers: r, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] }),
   };
+
+  // Named counter families over the components' own monotonic counters (read at scrape time).
+  const mirror = (name: string, help: string, read: () => Readonly<Record<string, number>> | undefined, label?: string): void => {
+    new Counter({
+      name, help, labelNames: label ? [label] : [], registers: r,
+      collect() {
+        this.reset();
+        const v = read();
+        if (!v) return;
+        for (const [k, n] of Object.entries(v)) if (Number.isFinite(n) && n > 0) (label ? this.inc({ [label]: k }, n) : this.inc(n));
+      },
+    });
+  };
+  const meshStats = () => sources.mesh?.()?.stats;
+  const dpStats = () => sources.datapath?.();
+  mirror('weft_reconcile_writes_total', 'Kernel writes (WireGuard and rtnetlink) made by the datapath reconciler', () => { const d = dpStats(); return d && { all: d.writes }; });
+  mirror('weft_datapath_reconciles_total', 'Datapath reconcile passes', () => { const d = dpStats(); return d && { all: d.reconciles }; });
+  mirror('weft_datapath_errors_total', 'Failed datapath reconcile passes', () => { const d = dpStats(); return d && { all: d.errors }; });
+  mirror('weft_gossip_messages_total', 'Mesh gossip packets by direction', () => { const m = meshStats(); return m && { in: m.packetsIn, out: m.packetsOut }; }, 'direction');
+  mirror('weft_gossip_bytes_total', 'Mesh gossip bytes by direction', () => { const m = meshStats(); return m && { in: m.bytesIn, out: m.bytesOut }; }, 'direction');
+  mirror('weft_gossip_decryption_failures_total', 'Mesh packets that failed to decrypt (wrong mesh key or forged)', () => { const m = meshStats(); return m && { all: m.decryptFailures }; });
+  mirror('weft_gossip_rejected_packets_total', 'Mesh packets dropped, by cause', () => { const m = meshStats(); return m && { badSignatures: m.badSignatures, malformed: m.malformed, rateLimited: m.rateLimited }; }, 'cause');
 
   new Gauge({
     name: 'weft_mesh_members', help: 'Mesh members by state', labelNames: ['state'], registers: r,
@@ -144,6 +171,11 @@ export function apiRequestObserver(m: AgentMetrics, knownRoutes: () => ReadonlyS
     const route = knownRoutes().has(path) ? `${method} ${path}` : 'other';
     m.apiRequests.inc({ route, status: String(status) });
     m.apiDuration.observe({ route }, seconds);
+    const cni = /^\/v1\/cni\/(add|del|check|gc|status)$/.exec(path);
+    if (cni) {
+      m.cniOperations.inc({ op: cni[1]!.toUpperCase(), result: status >= 200 && status < 300 ? 'ok' : 'error' });
+      m.cniDuration.observe({ op: cni[1]!.toUpperCase() }, seconds);
+    }
   };
 }
 
