@@ -275,8 +275,17 @@ export class Forwarder {
         // the answer to this exact question.
         if (matchesQuery(query, id, msg)) finish(undefined, msg);
       });
-      sock.connect(up.port, up.address, () => {
-        sock.send(out, (err) => { if (err) finish(new ForwardError(`${where}: send: ${err.message}`, { cause: err })); });
+      // dgram calls this callback with the error when connect(2) fails (no route, EACCES for a
+      // broadcast address...), leaving the socket unconnected: sending then would throw out of the
+      // callback (ERR_SOCKET_BAD_PORT) and take the whole process down.
+      sock.connect(up.port, up.address, (cerr?: Error) => {
+        if (cerr) return finish(new ForwardError(`${where}: connect: ${cerr.message}`, { cause: cerr }));
+        if (done) return;
+        try {
+          sock.send(out, (err) => { if (err) finish(new ForwardError(`${where}: send: ${err.message}`, { cause: err })); });
+        } catch (err) {
+          finish(new ForwardError(`${where}: send: ${(err as Error).message}`, { cause: err }));
+        }
       });
     });
   }
