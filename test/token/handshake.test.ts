@@ -1,0 +1,201 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
+import { pino } from 'pino';
+import { generateIdentity } from '../../mesh/crypto.ts';
+import { Admitter } from '../../src/token/admit.ts';
+import { JoinError, joinMesh } from '../../src/token/join-client.ts';
+import { JoinServer, SourceRateLimiter } from '../../src/token/join-server.ts';
+import { verifyAdmission } from '../../src/token/handshake.ts';
+import { formatToken, parseToken, randomTokenSecret } from '../../src/token/token.ts';
+import { FakeMember } from './fake-mesh.ts';
+
+const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
+const servers: JoinServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+interface Seed {
+  server: JoinServer;
+  admitter: Admitter;
+  mesh: FakeMember;
+  port: number;
+  audit: Record<string, unknown>[];
+  setNow(t: number): void;
+}
+
+async function startSeed(opts: { meshKey?: Uint8Array; limiter?: SourceRateLimiter; name?: string; joinAddrs?: () => string[] } = {}): Promise<Seed> {
+  let now = Date.now();
+  const meshKey = opts.meshKey ?? new Uint8Array(32).fill(5);
+  const identity = generateIdentity();
+  const name = opts.name ?? 'seed-a';
+  const mesh = new FakeMember(name, b64(identity.publicKey), () => now, '192.0.2.1');
+  const audit: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => void audit.push(JSON.parse(s) as Record<string, unknown>) });
+  let port = 0;
+  const admitter = new Admitter({ mesh, self: { name, identity }, meshKey, clock: () => now, sleep: async () => {}, joinAddresses: opts.joinAddrs ?? (() => [`127.0.0.1:${port}`]) });
+  const server = new JoinServer({ admitter, identity, meshKey: () => meshKey, logger, clock: () => now, rateLimiter: opts.limiter });
+  servers.push(server);
+  port = await server.listen('127.0.0.1', 0);
+  return { server, admitter, mesh, port, audit: audit, setNow: (t) => (now = t) };
+}
+
+const joiner = () => {
+  const id = generateIdentity();
+  return { name: `joiner-${Math.random().toString(36).slice(2, 8)}`, identityKey: b64(id.publicKey) };
+};
+
+async function refusal(p: Promise<unknown>): Promise<JoinError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(JoinError);
+    return err as JoinError;
+  }
+  throw new Error('join unexpectedly succeeded');
+}
+
+const audits = (s: Seed) => s.audit.filter((l) => l.audit === true);
+
+describe('join handshake over loopback', () => {
+  it('admits a joiner: mesh key, signed admission, seeds, audit line; the secret never crosses the wire', async () => {
+    const seed = await startSeed();
+    const { token, id } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const j = joiner();
+    const grant = await joinMesh({ token, ...j });
+    expect(Buffer.from(grant.meshKey).equals(Buffer.from(new Uint8Array(32).fill(5)))).toBe(true);
+    expect(grant.admission).toMatchObject({ name: j.name, identityKey: j.identityKey, tokenId: id, admittedBy: 'seed-a' });
+    expect(verifyAdmission(grant.admissionJson, grant.admissionSig, grant.admitterKey)).toEqual(grant.admission);
+    expect(verifyAdmission(grant.admissionJson.replace(j.name, 'evil'), grant.admissionSig, grant.admitterKey)).toBeUndefined();
+    expect(grant.admitterKey).toBe(seed.mesh.identityKey);
+    expect(grant.seeds).toEqual(['192.0.2.1:7946']);
+    expect(audits(seed)).toMatchObject([{ event: 'join-accepted', tokenId: id, joiner: j.name, source: '127.0.0.1' }]);
+    // The token (secret included) is nowhere in the logs; the admission is in the mesh.
+    expect(JSON.stringify(seed.audit)).not.toContain(parseToken(token).secret);
+    expect(seed.mesh.snapshot().members[0]!.entries.has(`admission/${j.name}`)).toBe(true);
+  });
+
+  it('a spent single-use token, captured and replayed after the join, gives nothing', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    await joinMesh({ token, ...joiner() });
+    const e = await refusal(joinMesh({ token, ...joiner() }));
+    expect(e.code).toBe('spent');
+    expect(e.message).toMatch(/used up/);
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'spent' });
+  });
+
+  it('a revoked token is refused', async () => {
+    const seed = await startSeed();
+    const { token, id } = seed.admitter.create({ ttlMs: 60_000, uses: 3 });
+    seed.admitter.revoke(id);
+    const e = await refusal(joinMesh({ token, ...joiner() }));
+    expect(e.code).toBe('revoked');
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'revoked', tokenId: id });
+  });
+
+  it('an expired token is refused by the joiner itself, and by the seed when the clocks disagree', async () => {
+    const seed = await startSeed();
+    const t0 = Date.now();
+    const { token, expiresAt } = seed.admitter.create({ ttlMs: 5_000, uses: 1 });
+    const local = await refusal(joinMesh({ token, ...joiner(), clock: () => expiresAt + 1 }));
+    expect(local.code).toBe('expired');
+    expect(audits(seed)).toHaveLength(0);
+    seed.setNow(t0 + 10_000);
+    const remote = await refusal(joinMesh({ token, ...joiner(), clock: () => t0 }));
+    expect(remote.code).toBe('expired');
+    expect(remote.message).toMatch(/the mesh refused the token: token \w+ expired/);
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'expired' });
+  });
+
+  it('a malformed or tampered token is refused before dialling', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const pos = token.length - 10;
+    const tampered = token.slice(0, pos) + (token[pos] === 'A' ? 'B' : 'A') + token.slice(pos + 1);
+    expect((await refusal(joinMesh({ token: tampered, ...joiner() }))).code).toBe('malformed');
+    expect((await refusal(joinMesh({ token: 'hello', ...joiner() }))).code).toBe('malformed');
+    expect(audits(seed)).toHaveLength(0);
+  });
+
+  it('a forged token (real id, guessed secret, valid checksum) is refused and audited; the real token still works', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const real = parseToken(token);
+    const forged = formatToken({ ...real, secret: randomTokenSecret() });
+    const e = await refusal(joinMesh({ token: forged, ...joiner() }));
+    expect(e.code).toBe('forged');
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'forged' });
+    await joinMesh({ token, ...joiner() });
+  });
+
+  it('an unknown token id is refused', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const unknown = formatToken({ ...parseToken(token), id: 'zzzzzzzz' });
+    expect((await refusal(joinMesh({ token: unknown, ...joiner() }))).code).toBe('unknown');
+  });
+
+  it('a seed that is not the mesh (other mesh key) is not trusted; the next seed is tried', async () => {
+    const real = await startSeed();
+    const impostor = await startSeed({ meshKey: new Uint8Array(32).fill(6), name: 'impostor' });
+    const { token } = real.admitter.create({ ttlMs: 60_000, uses: 1, seeds: [`127.0.0.1:${impostor.port}`] });
+    // Only the impostor listed: the joiner refuses it (it cannot sign as the token's mesh authority).
+    const e = await refusal(joinMesh({ token, ...joiner() }));
+    expect(e.code).toBe('not-mesh');
+    const both = real.admitter.create({ ttlMs: 60_000, uses: 1, seeds: [`127.0.0.1:${impostor.port}`, `127.0.0.1:${real.port}`] });
+    const grant = await joinMesh({ token: both.token, ...joiner() });
+    expect(grant.seed).toBe(`127.0.0.1:${real.port}`);
+  });
+
+  it('an unreachable seed is skipped, and none reachable is a clear error', async () => {
+    const seed = await startSeed();
+    const dead = await startSeed();
+    const deadPort = dead.port;
+    await dead.server.close();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 2, seeds: [`127.0.0.1:${deadPort}`] });
+    const e = await refusal(joinMesh({ token, ...joiner() }));
+    expect(e.code).toBe('unreachable');
+    expect(e.message).toMatch(/cannot connect/);
+  });
+
+  it('joins are rate-limited per source', async () => {
+    const seed = await startSeed({ limiter: new SourceRateLimiter({ burst: 2, refillMs: 3600_000 }) });
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 10 });
+    await joinMesh({ token, ...joiner() });
+    await joinMesh({ token, ...joiner() });
+    const e = await refusal(joinMesh({ token, ...joiner() }));
+    expect(e.code).toBe('rate-limited');
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'rate-limited' });
+    expect(seed.server.stats).toMatchObject({ accepted: 2, rateLimited: 1 });
+  });
+
+  it('survives hostile input: garbage, oversized frames, half handshakes', async () => {
+    const seed = await startSeed();
+    const send = (bytes: Buffer) =>
+      new Promise<Buffer>((resolve) => {
+        const s = connect({ host: '127.0.0.1', port: seed.port }, () => s.end(bytes));
+        const chunks: Buffer[] = [];
+        s.on('data', (c) => chunks.push(c));
+        s.on('close', () => resolve(Buffer.concat(chunks)));
+        s.on('error', () => resolve(Buffer.concat(chunks)));
+      });
+    await send(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+    await send(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    const json = (o: unknown) => {
+      const b = Buffer.from(JSON.stringify(o));
+      const h = Buffer.alloc(4);
+      h.writeUInt32BE(b.length);
+      return Buffer.concat([h, b]);
+    };
+    await send(json({ t: 'hello', v: 2, id: 'abcd1234' }));
+    await send(json({ t: 'admit', box: 'x' }));
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const id = parseToken(token).id;
+    const half = await send(json({ t: 'hello', v: 1, id, eph: b64(new Uint8Array(32).fill(1)), nonce: b64(new Uint8Array(32).fill(2)) }));
+    expect(half.length).toBeGreaterThan(0); // it got the challenge, then the connection ended
+    expect(seed.server.stats.errors).toBeGreaterThanOrEqual(3);
+    // Still serving, and the token is unspent.
+    await joinMesh({ token, ...joiner() });
+  });
+});
