@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import { registerAgentCommand } from './cli/agent.ts';
+import { registerBenchCommand } from './cli/bench.ts';
 import { registerStatusCommand } from './cli/status.ts';
 import { registerVerifyCommand } from './cli/verify.ts';
 import { registerAuditCommand } from './cli/audit.ts';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerVerifyCommand(program);
   registerAuditCommand(program);
   registerLabCommands(program);
+  registerBenchCommand(program);
   return program;
 }
 

@@ -1,0 +1,87 @@
+/**
+ * Synthetic peers for the agent RSS measurement: N real mesh members (real sockets, real keys,
+ * signed `node` entries) in one process, bound to one address in the agent's network namespace.
+ * Member 0 joins the agent; the others join member 0, so the agent learns them by gossip and
+ * anti-entropy, exactly as from real nodes. Their WireGuard endpoints are in 192.0.2.0/24
+ * (documentation range, unrouted in the lab), so no WireGuard packet leaves the namespace.
+ *
+ * Usage: node peer-feeder.ts --count N --bind IP --seed IP:PORT --key-file PATH
+ * Prints `started <n>` lines on stdout; exits on SIGTERM after stopping every member.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import nacl from 'tweetnacl';
+import { Keyring, VerifyCache, createMesh, generateIdentity, type Mesh } from '../../mesh/index.ts';
+import type { NodeInfo } from '../../src/model.ts';
+
+/** The pod block and mesh IP of synthetic peer `i`: a /28 in 10.244.128.0/17 (inside the lab's cluster CIDR, clear of node blocks). Pure. */
+export function syntheticBlock(i: number): { podCIDR: string; meshIP: string } {
+  if (!Number.isInteger(i) || i < 0 || i >= 2048) throw new RangeError(`peer-feeder: peer index ${i} is outside 0..2047`);
+  const third = 128 + (i >> 4);
+  const fourth = (i & 15) << 4;
+  return { podCIDR: `10.244.${third}.${fourth}/28`, meshIP: `10.244.${third}.${fourth + 1}` };
+}
+
+/** The `node` entry synthetic peer `i` publishes. Pure apart from the given key. */
+export function syntheticNodeInfo(i: number, wgPublicKey: string, now: number): NodeInfo {
+  const { podCIDR, meshIP } = syntheticBlock(i);
+  return { format: 1, name: `rss-${i}`, wgPublicKey, listenPort: 51820, endpoints: [`192.0.2.${1 + (i % 250)}:51820`], meshIP, podCIDRs: [podCIDR], claimedAt: now, keepalive: 0 };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { count: { type: 'string' }, bind: { type: 'string' }, seed: { type: 'string' }, 'key-file': { type: 'string' } } });
+  const count = Number(values.count);
+  if (!Number.isInteger(count) || count < 1 || count > 2048 || !values.bind || !values.seed || !values['key-file']) {
+    process.stderr.write('usage: peer-feeder.ts --count 1..2048 --bind IP --seed IP:PORT --key-file PATH\n');
+    process.exit(2);
+  }
+  const key = new Uint8Array(Buffer.from(readFileSync(values['key-file'], 'utf8').trim(), 'base64'));
+  const members: Mesh[] = [];
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    await Promise.allSettled(members.map((m) => m.stop()));
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  // Slow timers: these members exist to be remembered by the agent, not to stress it.
+  const verifyCache = new VerifyCache();
+  const profile = { probeIntervalMs: 10_000, gossipIntervalMs: 2000, pushPullIntervalMs: 120_000 };
+  const start = async (i: number, seeds: string[], attempt = 1): Promise<string> => {
+    try {
+      return await startOnce(i, seeds);
+    } catch (err) {
+      // A busy seed (this process hosts every member) may miss a join; try again, then give up.
+      if (attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+      return start(i, seeds, attempt + 1);
+    }
+  };
+  const startOnce = async (i: number, seeds: string[]): Promise<string> => {
+    const m = createMesh({ name: `rss-${i}`, identity: generateIdentity(), keyring: new Keyring(key), bindAddr: values.bind!, bindPort: 0, profile, verifyCache });
+    try {
+      await m.start(seeds);
+    } catch (err) {
+      await m.stop().catch(() => {});
+      throw err;
+    }
+    members.push(m);
+    const wg = Buffer.from(nacl.box.keyPair().publicKey).toString('base64');
+    m.setLocal('node', new TextEncoder().encode(JSON.stringify(syntheticNodeInfo(i, wg, Date.now()))));
+    const self = m.snapshot().members.find((x) => x.name === `rss-${i}`)!;
+    return `${self.addr}:${self.port}`;
+  };
+  try {
+    const first = await start(0, [values.seed]);
+    for (let i = 1; i < count; i += 25) {
+      await Promise.all(Array.from({ length: Math.min(25, count - i) }, (_, k) => start(i + k, [first, values.seed!])));
+      process.stdout.write(`started ${Math.min(count, i + 25)}\n`);
+    }
+    process.stdout.write(`started ${count} all\n`);
+  } catch (err) {
+    process.stderr.write(`peer-feeder: ${(err as Error).message}\n`);
+    await stop();
+  }
+}

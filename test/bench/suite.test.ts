@@ -1,0 +1,208 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { IperfParseError, iperfClientArgv, parseIperfTcp, parseIperfUdp } from '../../bench/suite/iperf.ts';
+import { StatsError, percentile, summarize } from '../../bench/suite/stats.ts';
+import { ProcStatError, busyCores, parseProcStat } from '../../bench/suite/cpu.ts';
+import { aggregate, FIGURES, type ModeResult, type RepeatFigures } from '../../bench/suite/datapath.ts';
+import { compareReports, flatten, renderComparison } from '../../bench/suite/compare.ts';
+import { chartSpec, ratioToPlain, renderChart, renderMarkdown, weftOverManual, type BenchReport } from '../../bench/suite/report.ts';
+import { controlJobs, lastJsonObject } from '../../bench/suite/control.ts';
+import { syntheticBlock, syntheticNodeInfo } from '../../bench/suite/peer-feeder.ts';
+import { parseVmStatus } from '../../bench/suite/agent-rss.ts';
+import { timestampDir } from '../../bench/suite/run.ts';
+
+const fixture = (name: string): string => readFileSync(join(import.meta.dirname, 'fixtures', name), 'utf8');
+
+describe('iperf3 JSON (fixtures captured from iperf 3.12 on loopback)', () => {
+  it('reads a 1-stream TCP run from the receiver side', () => {
+    const r = parseIperfTcp(fixture('iperf3-tcp1.json'));
+    const raw = JSON.parse(fixture('iperf3-tcp1.json'));
+    expect(r.gbps).toBeCloseTo(raw.end.sum_received.bits_per_second / 1e9, 9);
+    expect(r.streams).toBe(1);
+    expect(r.seconds).toBeGreaterThan(0.9);
+  });
+  it('reads an 8-stream TCP run', () => {
+    const r = parseIperfTcp(fixture('iperf3-tcp8.json'));
+    expect(r.streams).toBe(8);
+    expect(r.gbps).toBeGreaterThan(0);
+  });
+  it('reads UDP throughput as received and loss as a fraction', () => {
+    const r = parseIperfUdp(fixture('iperf3-udp.json'));
+    expect(r.gbps).toBeCloseTo(0.345458744, 6);
+    expect(r.loss).toBeCloseTo(0.3075250610894118, 9);
+    expect(r.packets).toBe(51973);
+  });
+  it('turns an iperf3 error report into IperfParseError with its message', () => {
+    expect(() => parseIperfTcp(fixture('iperf3-error.json'))).toThrow(/unable to connect to server/);
+    expect(() => parseIperfUdp(fixture('iperf3-error.json'))).toThrow(IperfParseError);
+  });
+  it('rejects the wrong kind, non-JSON and hostile values', () => {
+    expect(() => parseIperfTcp(fixture('iperf3-udp.json'))).not.toThrow(); // UDP has sum_received too, but:
+    expect(() => parseIperfUdp(fixture('iperf3-tcp1.json'))).toThrow(/lost_percent/);
+    expect(() => parseIperfTcp('iperf3: error - unable to connect')).toThrow(/not JSON/);
+    expect(() => parseIperfTcp('[1,2]')).toThrow(/not a JSON object/);
+    expect(() => parseIperfTcp('{"end":{"sum_received":{"bits_per_second":-5,"seconds":1}}}')).toThrow(/bits_per_second/);
+    expect(() => parseIperfTcp('{"end":{"sum_received":{"bits_per_second":"1e9","seconds":1}}}')).toThrow(IperfParseError);
+  });
+  it('builds client argv per kind', () => {
+    expect(iperfClientArgv('tcp8', '10.244.2.2', 5201, 2, '1G')).toContain('-P');
+    expect(iperfClientArgv('udp', '10.244.2.2', 5201, 2, '500M')).toEqual(expect.arrayContaining(['-u', '-b', '500M', '-l', '1200']));
+    expect(iperfClientArgv('tcp1', '10.244.2.2', 5201, 2, '1G')).not.toContain('-u');
+  });
+});
+
+describe('statistics', () => {
+  it.each([
+    [[3], 3, 3, 3],
+    [[1, 2, 3], 2, 1, 3],
+    [[4, 1, 3, 2], 2.5, 1, 4],
+    [[5, NaN, 1], 3, 1, 5],
+  ])('summarize(%j) -> median %d min %d max %d', (v, med, min, max) => {
+    expect(summarize(v)).toEqual({ median: med, min, max, n: v.filter(Number.isFinite).length });
+  });
+  it('refuses to summarize nothing', () => {
+    expect(() => summarize([])).toThrow(StatsError);
+    expect(() => summarize([NaN, Infinity])).toThrow(StatsError);
+  });
+  it('percentiles by nearest rank', () => {
+    const v = Array.from({ length: 100 }, (_, i) => 100 - i);
+    expect(percentile(v, 50)).toBe(50);
+    expect(percentile(v, 99)).toBe(99);
+    expect(percentile(v, 100)).toBe(100);
+    expect(percentile(v, 0)).toBe(1);
+    expect(() => percentile(v, 101)).toThrow(StatsError);
+  });
+  it('min <= median <= max, and the median is order-independent (property)', () => {
+    fc.assert(fc.property(fc.array(fc.double({ noNaN: true, min: -1e9, max: 1e9 }), { minLength: 1, maxLength: 50 }), (v) => {
+      const s = summarize(v);
+      expect(s.min).toBeLessThanOrEqual(s.median);
+      expect(s.median).toBeLessThanOrEqual(s.max);
+      expect(summarize([...v].reverse()).median).toBe(s.median);
+      expect(percentile(v, 50)).toBeGreaterThanOrEqual(s.min);
+    }));
+  });
+  it('aggregates repeats per figure, with null for a figure no repeat produced', () => {
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: 2 * x, udp_gbps: NaN, udp_loss: 0.1, rr_p50_us: 50, rr_p99_us: 90, cpu_per_gbps: 1, cpu_excess_per_gbps: 0.5 });
+    const r = aggregate('plain', 1500, [row(1), row(3), row(2)], ['x']);
+    expect(r).toMatchObject({ mode: 'plain', repeats: 3, tcp1_gbps: 2, tcp1_gbps_min: 1, tcp1_gbps_max: 3, tcp8_gbps: 4, udp_gbps: null, udp_gbps_min: null, errors: ['x'] });
+    for (const f of FIGURES) expect(r).toHaveProperty(`${f}_max`);
+  });
+});
+
+describe('/proc/stat', () => {
+  const text = 'cpu  100 5 50 800 10 1 4 0 0 0\ncpu0 50 2 25 400 5 0 2 0 0 0\nintr 1\n';
+  it('parses the aggregate line', () => {
+    expect(parseProcStat(text)).toEqual({ busy: 160, total: 970 });
+    expect(() => parseProcStat('cpu0 1 2 3 4\n')).toThrow(ProcStatError);
+    expect(() => parseProcStat('cpu  a b c d\n')).toThrow(ProcStatError);
+  });
+  it('busy cores between samples', () => {
+    expect(busyCores({ busy: 0, total: 0 }, { busy: 50, total: 100 }, 2)).toBe(1);
+    expect(busyCores({ busy: 5, total: 10 }, { busy: 5, total: 10 }, 2)).toBe(0);
+  });
+});
+
+function mode(name: ModeResult['mode'], tcp1: number, extra: Record<string, unknown> = {}): ModeResult {
+  return { mode: name, mtu: 1500, repeats: 1, errors: [], tcp1_gbps: tcp1, tcp1_gbps_min: tcp1, tcp1_gbps_max: tcp1, tcp8_gbps: 2 * tcp1, udp_gbps: tcp1 / 2, udp_loss: 0.01, rr_p50_us: 40, rr_p99_us: 100, cpu_per_gbps: 0.2, ...extra };
+}
+
+const report = (modes: ModeResult[], cp: Record<string, unknown> = {}): BenchReport => ({
+  version: 1, backend: 'userspace', backend_note: 'wireguard-go', started_at: '2026-11-23T13:00:00.000Z', quick: true, repeat: 1,
+  host: { cpus: 2, loadavg_1m_start: 10, loadavg_1m_end: 12, kernel: '6.18' }, modes, control_plane: cp,
+});
+
+describe('report', () => {
+  const modes = [mode('plain', 10), mode('vxlan', 8), mode('weft', 0.98), mode('wireguard-manual', 1)];
+  it('ratios to plain and weft over manual', () => {
+    expect(ratioToPlain(modes, 'vxlan', 'tcp1_gbps')).toBeCloseTo(0.8);
+    expect(ratioToPlain(modes, 'plain', 'tcp1_gbps')).toBe(1);
+    expect(weftOverManual(modes, 'tcp1_gbps')).toBeCloseTo(0.98);
+    expect(ratioToPlain([mode('vxlan', 1)], 'vxlan', 'tcp1_gbps')).toBeNull();
+  });
+  it('Markdown has a row per mode with its ratio and the backend', () => {
+    const md = renderMarkdown(report(modes, { gossip_100: { converge_ms_max: 400 } }));
+    expect(md).toMatch(/\| vxlan \| 1500 \| 8\.000 \(8\.000-8\.000\) \| 0\.800 \|/);
+    expect(md).toContain('**userspace**');
+    expect(md).toContain('weft / wireguard-manual (target >= 0.97): tcp1_gbps 0.980');
+    expect(md).toContain('| gossip_100 |');
+  });
+  it('the chart spec holds every mode and run; Vega renders it to SVG', async () => {
+    const r = report(modes);
+    const spec = chartSpec(r) as unknown as { data: { values: Array<{ mode: string; run: string }> } };
+    expect(spec.data.values).toHaveLength(12);
+    const svg = await renderChart(r);
+    expect(svg.startsWith('<svg')).toBe(true);
+    for (const m of ['plain', 'vxlan', 'weft', 'wireguard-manual']) expect(svg).toContain(m);
+  });
+});
+
+describe('compare', () => {
+  const a = { modes: [mode('plain', 10), mode('weft', 1), mode('wireguard-manual', 1)], control_plane: { gossip_100: { converge_ms_max: 400, error: undefined } } };
+  it('flattens medians, ratios and numeric control-plane leaves', () => {
+    const f = flatten(a);
+    expect(f.get('weft.tcp1_gbps')).toBe(1);
+    expect(f.get('ratio.weft_to_plain.tcp1_gbps')).toBeCloseTo(0.1);
+    expect(f.get('ratio.weft_to_manual.tcp1_gbps')).toBe(1);
+    expect(f.get('control_plane.gossip_100.converge_ms_max')).toBe(400);
+    expect([...f.keys()].some((k) => k.endsWith('_min') || k.endsWith('.mtu'))).toBe(false);
+  });
+  it('flags a ratio that dropped more than PCT, and only ratios', () => {
+    const b = { modes: [mode('plain', 10), mode('weft', 0.9), mode('wireguard-manual', 1)], control_plane: { gossip_100: { converge_ms_max: 4000 } } };
+    const rows = compareReports(a, b, 5);
+    const bad = rows.filter((r) => r.regression).map((r) => r.figure);
+    expect(bad).toEqual(['ratio.weft_to_manual.tcp1_gbps', 'ratio.weft_to_manual.tcp8_gbps', 'ratio.weft_to_manual.udp_gbps', 'ratio.weft_to_plain.tcp1_gbps', 'ratio.weft_to_plain.tcp8_gbps', 'ratio.weft_to_plain.udp_gbps']);
+    expect(rows.find((r) => r.figure === 'control_plane.gossip_100.converge_ms_max')).toMatchObject({ change: 9, regression: false });
+    expect(compareReports(a, b, 15).some((r) => r.regression)).toBe(false);
+    expect(compareReports(a, b).some((r) => r.regression)).toBe(false);
+    const text = renderComparison(rows);
+    expect(text).toMatch(/ratio\.weft_to_manual\.tcp1_gbps\s+1\.000\s+0\.9000\s+-10\.0% \(worse\)\s+! REGRESSION/);
+    expect(text).toMatch(/control_plane\.gossip_100\.converge_ms_max\s+400\s+4000\s+\+900\.0% \(worse\)/);
+  });
+  it('an improvement or an unchanged report is never a regression (property)', () => {
+    fc.assert(fc.property(fc.double({ min: 0.01, max: 10, noNaN: true }), fc.double({ min: 1, max: 3, noNaN: true }), (x, k) => {
+      const before = { modes: [mode('plain', 10), mode('weft', x)] };
+      const after = { modes: [mode('plain', 10), mode('weft', Math.min(10, x * k))] };
+      expect(compareReports(before, after, 0).some((r) => r.regression)).toBe(false);
+      expect(compareReports(before, before, 0).some((r) => r.regression)).toBe(false);
+    }));
+  });
+  it('rejects a bad threshold', () => {
+    expect(() => compareReports(a, a, -1)).toThrow(/0\.\.100/);
+  });
+});
+
+describe('control plane and helpers', () => {
+  it('quick drops 10,000-node gossip; minimal is small; none is empty', () => {
+    expect(controlJobs('full').map((j) => j.key)).toEqual(['gossip_100', 'gossip_1000', 'gossip_10000', 'reconcile_1000', 'cni_add', 'dns']);
+    expect(controlJobs('quick').map((j) => j.key)).not.toContain('gossip_10000');
+    expect(controlJobs('minimal')).toHaveLength(2);
+    expect(controlJobs('none')).toEqual([]);
+  });
+  it('takes the last JSON object line of a script output', () => {
+    expect(lastJsonObject('note\n{"a":1}\n{"b":2}\ntrailer\n')).toEqual({ b: 2 });
+    expect(lastJsonObject('[1]\n{broken\n')).toBeUndefined();
+  });
+  it('synthetic peers get distinct /28 blocks inside 10.244.128.0/17 with the mesh IP inside', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 2048; i++) {
+      const b = syntheticBlock(i);
+      expect(seen.has(b.podCIDR)).toBe(false);
+      seen.add(b.podCIDR);
+      const [, third, fourth] = /^10\.244\.(\d+)\.(\d+)\/28$/.exec(b.podCIDR)!.map(Number);
+      expect(third).toBeGreaterThanOrEqual(128);
+      expect(third).toBeLessThanOrEqual(255);
+      expect(b.meshIP).toBe(`10.244.${third}.${fourth! + 1}`);
+    }
+    expect(() => syntheticBlock(2048)).toThrow(RangeError);
+    expect(syntheticNodeInfo(3, 'k', 5)).toMatchObject({ format: 1, name: 'rss-3', keepalive: 0, endpoints: ['192.0.2.4:51820'] });
+  });
+  it('reads VmRSS/VmHWM', () => {
+    expect(parseVmStatus('Name:\tnode\nVmHWM:\t  81920 kB\nVmRSS:\t   61440 kB\n')).toEqual({ rss_mb: 60, hwm_mb: 80 });
+    expect(() => parseVmStatus('Name: x\n')).toThrow(/VmRSS|VmHWM/);
+  });
+  it('timestamps are directory names', () => {
+    expect(timestampDir(new Date('2026-11-23T13:05:09.123Z'))).toBe('2026-11-23T13-05-09Z');
+  });
+});
