@@ -54,6 +54,10 @@ export interface Config {
    * away is removed after failure detection anyway.
    */
   readonly leaveOnExit: boolean;
+  /** TCP port of the join listener (`weft join`, issue 7) on the mesh's listen address; 0 = off. */
+  readonly joinPort: number;
+  /** WireGuard key rotation period in ms (`--key-rotation 24h`); 0 = off (the default). */
+  readonly keyRotationMs: number;
 }
 
 /** A bad configuration value. The message is one line naming the flag, its env var and the value. */
@@ -107,6 +111,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('kubeconfig', '<path>', 'kubeconfig for the Kubernetes source (default: in-cluster when available)'),
   opt('metricsAddr', '<addr:port>', 'TCP address serving /metrics, /healthz and /readyz'),
   opt('leaveOnExit', '<true|false>', 'announce a graceful mesh leave on SIGTERM (for decommissioning a node)', 'false'),
+  opt('keyRotation', '<duration|off>', 'rotate the WireGuard key on this schedule, e.g. 24h (off by default)', 'off'),
+  opt('joinPort', '<port>', 'TCP port of the join listener for `weft join` tokens (0 = off)', '7947'),
 ];
 
 /** Raw values as they come from the command line: strings (or undefined when not given). */
@@ -232,9 +238,22 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     return b === 'true' || b === '1' || b === 'yes';
   });
 
+  const joinPort = field('joinPort', (v, fail) => {
+    const n = int(v, fail);
+    if (n < 0 || n > 65_535) fail('must be between 0 (off) and 65535');
+    return n;
+  });
+
+  const keyRotationMs = field('keyRotation', (v, fail) => {
+    if (v === undefined || v === '' || v === 'off' || v === '0') return 0;
+    const ms = parseDuration(v, fail);
+    if (ms < 60_000 || ms > 365 * 86_400_000) fail('must be off or between 1m and 365d');
+    return ms;
+  });
+
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
-    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit,
+    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs,
   });
 }
 
