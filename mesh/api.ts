@@ -64,6 +64,11 @@ export interface MeshStats {
  */
 export interface MeshHandle {
   start(seeds: readonly string[]): Promise<void>;
+  /**
+   * Adds seeds learned after `start` and contacts the new ones (skips known seeds, itself and live
+   * members). Resolves once one answered or none was new; rejects if every new seed failed.
+   */
+  join(seeds: readonly string[]): Promise<void>;
   setLocal(key: string, payload: Uint8Array, ttlMs?: number): void;
   deleteLocal(key: string): void;
   snapshot(): MeshSnapshot;

@@ -234,6 +234,41 @@ export class Mesh implements MeshHandle {
     }
   }
 
+  /**
+   * Adds seeds (`host:port`) learned after {@link start} (e.g. Nodes that appeared in Kubernetes)
+   * and contacts each new one by a join push/pull. Addresses already known as seeds, this member's
+   * own address and addresses of live members are skipped; at most 1,000 seeds are kept. Resolves
+   * once one new seed answered or there was none to contact; rejects with {@link MeshJoinError} if
+   * every new seed failed (they stay seeds: the push/pull timer keeps retrying them while this
+   * member knows no one else), with {@link MeshInputError} before start or on a malformed address.
+   */
+  async join(seeds: readonly string[]): Promise<void> {
+    if (!this.started || this.stopped) throw new MeshInputError('join: member not running');
+    let parsed: Address[];
+    try {
+      parsed = seeds.slice(0, 1000).map(parseAddress);
+    } catch (err) {
+      throw new MeshInputError(`join: ${(err as Error).message}`);
+    }
+    const same = (a: Address, b: Address): boolean => a.addr === b.addr && a.port === b.port;
+    const fresh: Address[] = [];
+    for (const a of parsed) {
+      if (same(a, this.selfAddr) || this.seeds.some((s) => same(s, a)) || fresh.some((s) => same(s, a))) continue;
+      if (this.seeds.length + fresh.length >= 1000) break;
+      fresh.push(a);
+    }
+    if (fresh.length === 0) return;
+    this.seeds = [...this.seeds, ...fresh];
+    const live = [...this.members.values()].filter((r) => this.isOther(r));
+    const contact = fresh.filter((a) => !live.some((r) => r.alive.addr === a.addr && r.alive.port === a.port));
+    if (contact.length === 0) return;
+    const results = await Promise.allSettled(contact.map((a) => this.pushPull(a, true)));
+    if (!results.some((r) => r.status === 'fulfilled')) {
+      const first = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+      throw new MeshJoinError(`no new seed answered (${contact.length} tried)`, { cause: first?.reason });
+    }
+  }
+
   /** Announces a graceful leave and waits until it has been gossiped out, or `timeoutMs`. */
   async leave(timeoutMs = 5000): Promise<void> {
     if (!this.started || this.stopped || this.leaving) return;

@@ -74,6 +74,13 @@ export class FakeMesh implements MeshHandle {
     if (this.failJoin) throw Object.assign(new Error('no seed answered (1 tried)'), { name: 'MeshJoinError' });
   }
 
+  /** Every `join` call's seeds, in order (the agent hands new Kubernetes seeds over this way). */
+  readonly joined: string[][] = [];
+
+  async join(seeds: readonly string[]): Promise<void> {
+    this.joined.push([...seeds]);
+  }
+
   /** Keys `setLocal` refuses, like the real mesh does for entries over its limits. */
   refuse: (key: string) => boolean = () => false;
 
