@@ -10,6 +10,8 @@ import { registerStatusCommand } from './cli/status.ts';
 import { registerVerifyCommand } from './cli/verify.ts';
 import { registerAuditCommand } from './cli/audit.ts';
 import { registerLabCommands } from './lab/cli.ts';
+import { registerTokenCommands } from './cli/token.ts';
+import { registerJoinCommand } from './cli/join.ts';
 
 /** Builds the program with every command registered (exported for tests). */
 export function buildProgram(): Command {
@@ -20,6 +22,8 @@ export function buildProgram(): Command {
   registerVerifyCommand(program);
   registerAuditCommand(program);
   registerLabCommands(program);
+  registerTokenCommands(program);
+  registerJoinCommand(program);
   registerBenchCommand(program);
   return program;
 }

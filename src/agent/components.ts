@@ -3,12 +3,15 @@
  * + reconciler (datapath), the mesh, the CNI handler, the DNS server, the node bridge. Each adapter
  * is a thin translation; when a module's API changes, only this file follows.
  */
+import { execFile } from 'node:child_process';
+import { isIP } from 'node:net';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import type { MeshHandle } from '../../mesh/api.ts';
 import { Keyring, createMesh, identityFromSeed } from '../../mesh/index.ts';
 import { LinuxRtNetlink } from '../datapath/rtnetlink-linux.ts';
 import type { ApiServer } from '../api/server.ts';
-import type { Config } from '../config.ts';
+import type { Config, HostPort } from '../config.ts';
 import { DatapathReconciler } from '../datapath/reconciler.ts';
 import type { RtNetlink } from '../datapath/rtnetlink.ts';
 import { buildTable, type DnsTable } from '../dns/table.ts';
@@ -39,6 +42,8 @@ export interface Datapath extends DatapathPort {
 export async function createBackend(config: Config, logger: Logger, onDeviceLost: () => void): Promise<WireGuardBackend> {
   return createWireGuardBackend({
     kind: config.backend,
+    // In auto mode a host with the kernel module adopts a wireguard-go already serving this name.
+    ifname: config.ifname,
     logger,
     userspace: {
       stateDir: `${config.runDir}/wireguard-go`,
@@ -77,6 +82,10 @@ export function datapathFrom(wg: WireGuardBackend, rt: RtNetlink, config: Pick<C
     backendKind: wg.kind,
     apply: (d) => rec.apply(d),
     stats: (): DatapathStats => rec.stats(),
+    async setPrivateKey(key) {
+      const r = await rec.setPrivateKey(key);
+      if (r && r.ok === false) throw new Error(`datapath: the new key was not applied: ${rec.stats().lastError ?? 'see the datapath log'}`);
+    },
     readDevice: () => wg.getDevice(config.ifname),
     uninstall: (ifname) => rec.uninstall(ifname),
     async stop() {
@@ -102,9 +111,61 @@ export async function createMeshFromConfig(config: Config, addr: string, identit
   });
 }
 
-/** The node bridge (CNI's iproute2 ops) and forwarding. */
+/** One address on one interface of the node. */
+export interface NodeAddress {
+  readonly ifname: string;
+  readonly addr: string;
+}
+
+/**
+ * The `--dns-listen` addresses weft must add to its bridge so the DNS server can bind them: every
+ * literal IP (not a wildcard) that no interface other than `bridge` carries, as a /32 or /128. The
+ * CoreDNS stub forwards to a link-local address (169.254.20.11) that exists nowhere else; an address
+ * already on the node (loopback, the underlay) is left alone. Pure; ordered as given, no duplicates.
+ */
+export function missingDnsAddresses(dnsListen: readonly HostPort[], nodeAddrs: readonly NodeAddress[], bridge: string): string[] {
+  const elsewhere = new Set(nodeAddrs.filter((a) => a.ifname !== bridge).map((a) => a.addr.toLowerCase()));
+  const out: string[] = [];
+  for (const { host } of dnsListen) {
+    const fam = isIP(host);
+    if (fam === 0 || host === '0.0.0.0' || host === '::' || elsewhere.has(host.toLowerCase())) continue;
+    const cidr = `${host.toLowerCase()}/${fam === 4 ? 32 : 128}`;
+    if (!out.includes(cidr)) out.push(cidr);
+  }
+  return out;
+}
+
+/** Every address on every interface of this network namespace (`ip -j addr show`). */
+export async function listNodeAddresses(): Promise<NodeAddress[]> {
+  const { stdout } = await promisify(execFile)('ip', ['-j', 'addr', 'show'], { timeout: 10_000, maxBuffer: 16 * 1024 * 1024 });
+  const links = JSON.parse(stdout) as { ifname?: string; addr_info?: { local?: string }[] }[];
+  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => typeof a.local === 'string').map((a) => ({ ifname: l.ifname ?? '', addr: a.local! })));
+}
+
+/**
+ * Wraps the bridge operations so that every `ensureBridge` (the agent's drift repair and the CNI
+ * handler's) also keeps the `--dns-listen` addresses the node lacks on the bridge: weft owns them,
+ * they go with the bridge on `--uninstall`, and a repair never strips them (the ops remove unlisted
+ * addresses of the same family).
+ */
+export function withDnsAddresses(ops: NetnsOps, dnsListen: readonly HostPort[], logger: Logger, list: () => Promise<NodeAddress[]> = listNodeAddresses): NetnsOps {
+  if (dnsListen.length === 0) return ops;
+  return {
+    async ensureBridge(bridge, gatewayCidrs, mtu) {
+      const extra = missingDnsAddresses(dnsListen, await list(), bridge);
+      if (extra.length > 0) logger.debug({ bridge, addresses: extra }, 'dns listen addresses kept on the bridge');
+      await ops.ensureBridge(bridge, [...gatewayCidrs, ...extra.filter((c) => !gatewayCidrs.includes(c))], mtu);
+    },
+    removeBridge: (bridge) => ops.removeBridge(bridge),
+    addPod: (spec) => ops.addPod(spec),
+    delPod: (hostIfname) => ops.delPod(hostIfname),
+    checkPod: (spec) => ops.checkPod(spec),
+  };
+}
+
+/** The node bridge (CNI's iproute2 ops, plus the `--dns-listen` addresses the node lacks) and forwarding. */
 export function createHostNet(bridge: string, config: Config, underlay: Underlay, logger: Logger, forwarding: (f: readonly (4 | 6)[]) => Promise<void>): HostNetPort {
-  const ops = createIprouteNetnsOps();
+  const ops = withDnsAddresses(createIprouteNetnsOps(), config.dnsListen, logger);
   const mtu = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
   return {
     async ensureBridge(gatewayCIDRs) {
@@ -114,6 +175,15 @@ export function createHostNet(bridge: string, config: Config, underlay: Underlay
     enableForwarding: forwarding,
     removeBridge: () => ops.removeBridge(bridge),
   };
+}
+
+/**
+ * Sources allowed to have out-of-zone names forwarded: the cluster (pods, and nodes through their
+ * gateway addresses) and loopback. Everyone else gets REFUSED for them, so the node's DNS is never
+ * an open resolver; in-zone names are answered to any source.
+ */
+export function dnsForwardFrom(config: Pick<Config, 'clusterCIDRs'>): string[] {
+  return [...config.clusterCIDRs, '127.0.0.0/8', '::1/128'];
 }
 
 /** The DNS port plus the server's flat counters. */
@@ -142,7 +212,7 @@ export function createDns(config: Config, logger: Logger, opts: { onServer?: (s:
     await stop();
     const fwd = new Forwarder({ selfAddresses: listen, logger });
     await fwd.start();
-    const srv = new DnsServer({ listen, table: table!, forwarder: fwd, ttl: config.dnsTtl, logger });
+    const srv = new DnsServer({ listen, table: table!, forwarder: fwd, forwardFrom: dnsForwardFrom(config), ttl: config.dnsTtl, logger });
     try {
       await srv.start();
     } catch (err) {
@@ -172,7 +242,7 @@ export function createDns(config: Config, logger: Logger, opts: { onServer?: (s:
 
   return {
     update(self: NodeInfo, localPods: readonly PodRecord[], remotes: readonly RemoteNode[]) {
-      table = buildTable({ zone: config.dnsZone, self: { info: self, pods: localPods }, remotes });
+      table = buildTable({ zone: config.dnsZone, self: { info: self, pods: localPods }, remotes, clusterCIDRs: config.clusterCIDRs });
       if (server && boundFor === self.meshIP) {
         server.setTable(table);
         return;
@@ -217,7 +287,7 @@ export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu
   const ipam = await PodIpam.open({ stateDir: config.stateDir, blocks, logger });
   const handler = createCniHandler({
     ipam,
-    netns,
+    netns: withDnsAddresses(netns, config.dnsListen, logger),
     logger,
     mtu,
     dnsZone: config.dnsZone,

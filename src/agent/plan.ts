@@ -7,6 +7,7 @@ import type { Config } from '../config.ts';
 import { RecordsCache, recordsFromSnapshot } from '../plan/records.ts';
 import { planDatapath, type DatapathConfig } from '../plan/datapath.ts';
 import type { PlanFn } from './ports.ts';
+import { withoutRevoked } from '../token/store.ts';
 
 /** Facts about the local underlay the planner needs. */
 export interface UnderlayFacts {
@@ -29,7 +30,8 @@ export function makePlanFn(config: Config, underlay: UnderlayFacts): PlanFn {
   // Parsed records memoized by payload identity: a plan per mesh change re-parses only what changed.
   const cache = new RecordsCache();
   return (snapshot, self) => {
-    const records = recordsFromSnapshot(snapshot, { clusterCIDRs: config.clusterCIDRs, cache });
+    // Removed nodes and losers of a token race (issue 7) are dropped before any record is read.
+    const records = recordsFromSnapshot(withoutRevoked(snapshot), { clusterCIDRs: config.clusterCIDRs, cache });
     const desired = planDatapath(self, records.nodes, dp);
     return { desired, remotes: records.nodes, rejected: records.rejected };
   };

@@ -17,6 +17,7 @@ import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../ob
 import { readRejections, startRejectionAudit } from '../observe/audit.ts';
 import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
 import { Agent } from './agent.ts';
+import { startTokenService } from '../token/service.ts';
 import { FileBlockStore } from './block-store.ts';
 import { makePlanFn } from './plan.ts';
 import type { HostNetPort } from './ports.ts';
@@ -162,6 +163,9 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     agentRef = agent;
     await agent.start();
     cleanups.unshift(() => agent.stop({ leave: config.leaveOnExit }));
+    // Join tokens (issue 7): the join listener on <underlay>:--join-port and the /v1/token, /v1/node routes.
+    const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort });
+    cleanups.unshift(() => tokens.close());
     // Audit trail: rejected records and packets, aggregated per minute (never a line per packet).
     const rejections = startRejectionAudit({ logger: log, intervalMs: 60_000, read: () => readRejections(metrics.rejectedRecords, () => mesh?.stats() as unknown as Record<string, unknown> | undefined) });
     cleanups.unshift(async () => rejections.stop());
@@ -220,6 +224,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
         rejections.stop();
         await rejections.flush();
         await kubeCleanup?.();
+        await tokens.close();
         await agent.stop({ leave: config.leaveOnExit });
         await api.close();
         await cni?.close();

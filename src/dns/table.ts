@@ -51,7 +51,7 @@ export interface DnsTable {
   readonly names: ReadonlyMap<string, NameRecords>;
   /**
    * Zone apexes this table is authoritative for: the forward zone and the reverse zones of the
-   * pod CIDRs of the nodes it includes. Unknown names under these get NXDOMAIN; other names are
+   * cluster CIDRs and of the pod CIDRs of the nodes it includes. Unknown names under these get NXDOMAIN; other names are
    * forwarded.
    */
   readonly authorities: ReadonlySet<string>;
@@ -66,6 +66,12 @@ export interface TableSource {
   readonly self?: { readonly info: NodeInfo; readonly pods: readonly PodRecord[] };
   /** The remote nodes from the mesh snapshot, already validated by the planner. */
   readonly remotes: readonly RemoteNode[];
+  /**
+   * The cluster pod CIDRs. Their reverse zones are authoritative even where no live node holds a
+   * block, so a PTR query for a departed pod's address gets NXDOMAIN instead of being forwarded
+   * (which would leak cluster-internal lookups to the upstream resolvers).
+   */
+  readonly clusterCIDRs?: readonly string[];
 }
 
 interface Candidate {
@@ -116,6 +122,9 @@ export function buildTable(src: TableSource): DnsTable {
 
   // Authorities first, so empty non-terminals below a reverse apex can be filled in.
   const authorities = new Set<string>([zone]);
+  for (const cidr of src.clusterCIDRs ?? []) {
+    for (const rz of reverseZonesOf(cidr)) authorities.add(rz);
+  }
   for (const n of nodes) {
     for (const cidr of n.info.podCIDRs) {
       for (const rz of reverseZonesOf(cidr)) authorities.add(rz);

@@ -91,3 +91,23 @@ describe('buildTable', () => {
     expect(findAuthority('example.com', t.authorities)).toBeUndefined();
   });
 });
+
+describe('cluster reverse zones', () => {
+  const dead = remote(nodeInfo('node-3', 3), [{ name: 'ghost', namespace: 'default', ips: ['10.244.3.9'] }], 'dead');
+
+  it('stays authoritative for a departed node\'s pod addresses when the cluster CIDR is given', () => {
+    const withCluster = buildTable({ zone: 'weft.local', remotes: [dead], clusterCIDRs: ['10.244.0.0/16'] });
+    expect(findAuthority('9.3.244.10.in-addr.arpa', withCluster.authorities)).toBe('244.10.in-addr.arpa');
+    expect(withCluster.names.has('9.3.244.10.in-addr.arpa')).toBe(false);
+  });
+
+  it('is not authoritative for that address without the cluster CIDR, so it would be forwarded', () => {
+    const without = buildTable({ zone: 'weft.local', remotes: [dead] });
+    expect(findAuthority('9.3.244.10.in-addr.arpa', without.authorities)).toBeUndefined();
+  });
+
+  it('never claims reverse zones outside the cluster CIDR', () => {
+    const t = buildTable({ zone: 'weft.local', remotes: [], clusterCIDRs: ['10.244.0.0/16'] });
+    expect(findAuthority('1.2.0.192.in-addr.arpa', t.authorities)).toBeUndefined();
+  });
+});
