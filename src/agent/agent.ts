@@ -148,11 +148,15 @@ export class Agent {
   #joined = false;
   #holding = false;
   #holdUntil = 0;
+  #wgPublicKey: string;
+  #keyCreatedAt: number | undefined;
   readonly #onChange = (): void => this.trigger('mesh');
 
   constructor(deps: AgentDeps) {
     this.#d = deps;
     this.#timers = deps.timers ?? realTimers;
+    this.#wgPublicKey = deps.wgPublicKey;
+    this.#keyCreatedAt = deps.wgKeyCreatedAt;
     this.#log = deps.logger.child({ component: 'agent' });
     this.#ipamLog = deps.logger.child({ component: 'ipam' });
     this.#dpLog = deps.logger.child({ component: 'datapath' });
@@ -407,7 +411,7 @@ export class Agent {
     await hostNet.enableForwarding(families);
     this.#self = buildNodeInfo({
       name: config.name,
-      wgPublicKey: this.#d.wgPublicKey,
+      wgPublicKey: this.#wgPublicKey,
       listenPort: config.wgPort,
       endpoints: this.#d.endpoints,
       claim,
@@ -451,6 +455,27 @@ export class Agent {
       this.#d.metrics?.podEntriesDropped.inc(dropped.length);
       this.#log.warn({ dropped: dropped.slice(0, 5), count: dropped.length }, 'some pods are not published (entry too large, malformed or over the mesh limits)');
     }
+  }
+
+  /**
+   * Key rotation (issue 9, see `rotation.ts`): puts the new private key on the device, then
+   * publishes the new public key so every peer replaces this node's peer entry. The caller has
+   * already persisted the key. Rejects when the datapath cannot take the key (the record is then
+   * not changed, so peers keep matching the device).
+   */
+  async rotateKey(next: { privateKey: string; publicKey: string; createdAt: number }, trigger: string): Promise<void> {
+    if (this.#stopped) throw new Error('agent: stopped');
+    if (!this.#d.datapath.setPrivateKey) throw new Error('agent: this datapath cannot change its key');
+    const previous = this.#wgPublicKey;
+    await this.#d.datapath.setPrivateKey(next.privateKey);
+    this.#wgPublicKey = next.publicKey;
+    this.#keyCreatedAt = next.createdAt;
+    if (this.#self) {
+      this.#self = { ...this.#self, wgPublicKey: next.publicKey };
+      this.#publishNode();
+    }
+    this.#log.info({ audit: true, event: 'key-rotated', trigger, publicKey: next.publicKey, previousPublicKey: previous }, 'WireGuard key rotated');
+    this.trigger('key-rotated');
   }
 
   /** Audit trail (issue 9): one `audit: true` line per node that becomes or stops being a peer. */
@@ -517,10 +542,10 @@ export class Agent {
     peers.sort((a, b) => a.name.localeCompare(b.name));
     return {
       node: {
-        name: config.name, backend: this.#d.backendKind, publicKey: this.#d.wgPublicKey, meshIP: this.#self?.meshIP,
+        name: config.name, backend: this.#d.backendKind, publicKey: this.#wgPublicKey, meshIP: this.#self?.meshIP,
         podCIDRs: this.#claim?.podCIDRs ?? [], listenPort: config.wgPort, mtu: this.#lastDesired?.mtu, ifname: config.ifname,
         endpoints: this.#d.endpoints,
-        keyCreatedAt: this.#d.wgKeyCreatedAt,
+        keyCreatedAt: this.#keyCreatedAt,
       },
       ready: this.#ready,
       mesh: { members },

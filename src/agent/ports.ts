@@ -43,6 +43,8 @@ export interface DatapathPort {
   /** Resolves `{ ok: false }` (or rejects) when a stage failed; the agent retries at the next trigger. */
   apply(desired: DesiredState): Promise<{ readonly ok: boolean } | void>;
   stats(): DatapathStats;
+  /** Key rotation: switches the device to `privateKey` and resolves once a reconcile pass applied it (rejects when it failed). Optional for fakes. */
+  setPrivateKey?(privateKey: string): Promise<void>;
   /** Stops timers; leaves the datapath in place. */
   stop(): Promise<void>;
   /** Removes everything weft owns in the datapath (its routes and the interface). */

@@ -101,7 +101,7 @@ export class DatapathReconciler {
   private readonly wg: WireGuardBackend;
   private readonly rt: RtNetlink;
   private readonly log: Logger;
-  private readonly keys: { readonly privateKey: string; readonly publicKey: string };
+  private keys: { readonly privateKey: string; readonly publicKey: string };
   private readonly resyncMs: number;
   private readonly now: () => number;
   private readonly timers: ResyncTimers;
@@ -136,6 +136,17 @@ export class DatapathReconciler {
   /** This node's WireGuard public key (derived from the private key). */
   get publicKey(): string {
     return this.keys.publicKey;
+  }
+
+  /**
+   * Key rotation: validates `privateKey` now (throws on a bad key) and reconciles the last applied
+   * state with it, so the device gets the new key. Resolves with that pass; null before the first apply.
+   */
+  setPrivateKey(privateKey: string): Promise<ReconcileResult> | null {
+    this.keys = Object.freeze({ privateKey, publicKey: publicKeyFromPrivate(privateKey) });
+    if (!this.desired || this.stopped) return null;
+    this.fullRead = true;
+    return this.trigger();
   }
 
   /** Starts the periodic resync (idempotent). Does not reconcile until a state has been applied. */
