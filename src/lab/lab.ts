@@ -414,9 +414,11 @@ export class Lab {
   }
 
   /** Adds node number `max+1` to a running lab, starts its agent and waits for it. Returns its name. */
-  async addNode(opts: { podsPerNode?: number; readyTimeoutMs?: number } = {}): Promise<string> {
+  async addNode(opts: { podsPerNode?: number; readyTimeoutMs?: number; start?: boolean } = {}): Promise<string> {
     const index = Math.max(this.meta.lastIndex ?? 0, ...this.meta.nodes.map((n) => n.index)) + 1;
     const name = await this.#createNode(index);
+    // start: false leaves the node without a running agent (e.g. for `weft join`, issue 7).
+    if (opts.start === false) return name;
     await this.startAgent(name);
     await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
     for (let j = 1; j <= (opts.podsPerNode ?? 0); j++) await this.addPod(name, j);
