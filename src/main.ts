@@ -9,6 +9,7 @@ import { registerBenchCommand } from './cli/bench.ts';
 import { registerStatusCommand } from './cli/status.ts';
 import { registerVerifyCommand } from './cli/verify.ts';
 import { registerAuditCommand } from './cli/audit.ts';
+import { registerKeyCommands } from './cli/keys.ts';
 import { registerLabCommands } from './lab/cli.ts';
 import { registerTokenCommands } from './cli/token.ts';
 import { registerJoinCommand } from './cli/join.ts';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerVerifyCommand(program);
   registerAuditCommand(program);
+  registerKeyCommands(program);
   registerLabCommands(program);
   registerTokenCommands(program);
   registerJoinCommand(program);

@@ -15,6 +15,7 @@ import type { Config } from '../config.ts';
 import { Health, mountHealthRoutes } from '../observe/health.ts';
 import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../observe/metrics.ts';
 import { readRejections, startRejectionAudit } from '../observe/audit.ts';
+import { KeyRotator } from './rotation.ts';
 import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
 import { Agent } from './agent.ts';
 import { startTokenService } from '../token/service.ts';
@@ -169,6 +170,18 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     // Audit trail: rejected records and packets, aggregated per minute (never a line per packet).
     const rejections = startRejectionAudit({ logger: log, intervalMs: 60_000, read: () => readRejections(metrics.rejectedRecords, () => mesh?.stats() as unknown as Record<string, unknown> | undefined) });
     cleanups.unshift(async () => rejections.stop());
+    // WireGuard key rotation: on demand (POST /v1/keys/rotate, `weft rotate-key`) and on --key-rotation.
+    const rotator = new KeyRotator({ keyPath: join(config.stateDir, 'wg.key'), target: agent, logger: log, everyMs: config.keyRotationMs });
+    rotator.start();
+    cleanups.unshift(async () => rotator.stop());
+    api.route('POST', '/v1/keys/rotate', async () => {
+      try {
+        return { status: 200, json: await rotator.rotate('api') };
+      } catch (err) {
+        log.error({ err }, 'key rotation failed');
+        throw new ApiError(500, 999, 'key rotation failed', (err as Error).message);
+      }
+    });
     // Informational Node annotations (the mesh stays the source of truth).
     if (kube && agent.self) kube.setNodeAnnotations({ publicKey: wgKey.publicKey, meshIP: agent.self.meshIP });
 
@@ -222,6 +235,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       api,
       async stop() {
         rejections.stop();
+        rotator.stop();
         await rejections.flush();
         await kubeCleanup?.();
         await tokens.close();
