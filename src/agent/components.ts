@@ -179,11 +179,13 @@ export function createHostNet(bridge: string, config: Config, underlay: Underlay
 
 /**
  * Sources allowed to have out-of-zone names forwarded: the cluster (pods, and nodes through their
- * gateway addresses) and loopback. Everyone else gets REFUSED for them, so the node's DNS is never
- * an open resolver; in-zone names are answered to any source.
+ * gateway addresses), loopback, and the `--dns-listen` addresses themselves (a host-network process
+ * querying 169.254.20.11 sends from it; only this node can). Everyone else gets REFUSED for them,
+ * so the node's DNS is never an open resolver; in-zone names are answered to any source.
  */
-export function dnsForwardFrom(config: Pick<Config, 'clusterCIDRs'>): string[] {
-  return [...config.clusterCIDRs, '127.0.0.0/8', '::1/128'];
+export function dnsForwardFrom(config: Pick<Config, 'clusterCIDRs' | 'dnsListen'>): string[] {
+  const own = config.dnsListen.filter((h) => isIP(h.host) !== 0 && h.host !== '0.0.0.0' && h.host !== '::').map((h) => `${h.host}/${isIP(h.host) === 4 ? 32 : 128}`);
+  return [...new Set([...config.clusterCIDRs, '127.0.0.0/8', '::1/128', ...own])];
 }
 
 /** The DNS port plus the server's flat counters. */

@@ -3,6 +3,7 @@
  * fixed block when no `--pod-cidr` is given, and the other nodes as extra mesh seeds. Pure: the
  * caller passes the source's snapshot.
  */
+import type { Logger } from 'pino';
 import type { Config, HostPort } from '../config.ts';
 import { validatePodCidr } from '../ipam/blocks.ts';
 import type { KubeSnapshot } from '../k8s/source.ts';
@@ -55,4 +56,29 @@ export function mergeKubeSnapshot(config: Config, snap: Pick<KubeSnapshot, 'podC
   }
   const merged = Object.freeze({ ...config, podCIDRs: Object.freeze([...podCIDRs]), seeds: Object.freeze(seeds) });
   return { config: merged, podCIDRsFrom: from, addedSeeds: seeds.length - config.seeds.length, ignored };
+}
+
+/** `host:port`, bracketing IPv6 hosts (the mesh's seed syntax). */
+export function formatSeed(s: HostPort): string {
+  return s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+}
+
+/**
+ * Follows the Kubernetes source after startup: every snapshot's seeds that were not known yet
+ * (flags, the startup snapshot, earlier snapshots; this node's own addresses excluded) are handed to
+ * `join` (the mesh's `join`), so Nodes that appear later become seeds without a restart. Returns the
+ * listener to pass to `subscribe`. Never blocks and never throws: a failed join is logged (the mesh
+ * keeps the seeds and retries them itself).
+ */
+export function followKubeSeeds(config: Config, join: (seeds: string[]) => Promise<void>, logger: Logger): (snap: Pick<KubeSnapshot, 'podCIDRs' | 'seeds' | 'endpointIPs'>) => void {
+  let known: readonly HostPort[] = config.seeds;
+  return (snap) => {
+    const merged = mergeKubeSnapshot({ ...config, seeds: known }, { podCIDRs: [], seeds: snap.seeds, endpointIPs: snap.endpointIPs });
+    const added = merged.config.seeds.slice(known.length);
+    if (added.length === 0) return;
+    known = merged.config.seeds;
+    const seeds = added.map(formatSeed);
+    logger.info({ seeds }, 'new seeds from kubernetes; joining them');
+    join(seeds).catch((err: unknown) => logger.warn({ err, seeds }, 'no new kubernetes seed answered yet; the mesh keeps retrying them'));
+  };
 }

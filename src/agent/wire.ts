@@ -25,7 +25,7 @@ import type { HostNetPort } from './ports.ts';
 import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
 import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
-import { mergeKubeSnapshot } from './kube.ts';
+import { followKubeSeeds, mergeKubeSnapshot } from './kube.ts';
 import { startKubeSource } from '../k8s/start.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { delQueueDir } from '../cni/del-queue.ts';
@@ -197,14 +197,18 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
         agent.setHiddenPods(removals.map((r) => `${r.pod.namespace}/${r.pod.name}`));
       };
       const unsubscribe = kube.subscribe(() => gc());
+      // Nodes that appear after startup become mesh seeds (the startup snapshot's are in config.seeds).
+      const unfollow = kube.subscribe(followKubeSeeds(config, (seeds) => mesh!.join(seeds), log));
       const timer = setInterval(gc, config.resyncMs);
       timer.unref();
       cleanups.unshift(async () => {
         unsubscribe();
+        unfollow();
         clearInterval(timer);
       });
       kubeCleanup = async () => {
         unsubscribe();
+        unfollow();
         clearInterval(timer);
       };
     }
