@@ -148,6 +148,7 @@ export class Mesh implements MeshHandle {
   private readonly listeners = new Set<(s: MeshSnapshot) => void>();
   /** Entry-set hashes per (immutable) member record, computed on demand for anti-entropy. */
   private readonly entryHashes = new WeakMap<ReadonlyMap<string, SignedEntry>, Uint8Array>();
+  private readonly views = new WeakMap<MemberRecord, { view: MemberView; validUntil: number }>();
   private readonly parked = new Map<string, { e: SignedEntry; gossip: boolean; at: number }[]>();
   private parkedCount = 0;
   private parkedBytes = 0;
@@ -201,10 +202,16 @@ export class Mesh implements MeshHandle {
     if (this.started) throw new MeshInputError('already started');
     this.started = true;
     this.seeds = seeds.map(parseAddress);
-    const bound = await this.transport.start({
-      packet: (data, from) => this.onPacket(data, from),
-      request: (data, from) => this.onRequest(data, from),
-    });
+    let bound: Address;
+    try {
+      bound = await this.transport.start({
+        packet: (data, from) => this.onPacket(data, from),
+        request: (data, from) => this.onRequest(data, from),
+      });
+    } catch (err) {
+      this.started = false; // e.g. port in use: the caller may retry start()
+      throw err;
+    }
     this.selfAddr = { addr: this.opts.advertiseAddr ?? bound.addr, port: this.opts.advertisePort ?? bound.port };
     const prev = this.members.get(this.name);
     const self = this.signAlive();
@@ -336,18 +343,32 @@ export class Mesh implements MeshHandle {
   snapshot(): MeshSnapshot {
     const now = this.now();
     const members: MemberView[] = [];
-    for (const r of this.members.values()) {
-      const entries = new Map<string, MeshEntry>();
-      for (const [k, e] of r.entries) {
-        if (isLive(e, now)) entries.set(k, Object.freeze({ key: e.key, version: e.version, payload: e.payload, expiresAt: e.expiresAt, deleted: false }));
-      }
-      members.push(Object.freeze({
-        name: r.name, identityKey: r.identityB64, addr: r.alive.addr, port: r.alive.port, state: r.state, incarnation: r.incarnation, entries,
-      }));
-    }
+    for (const r of this.members.values()) members.push(this.viewOf(r, now));
     members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const snap: MeshSnapshot = { self: this.name, members, observedSelf: this.observed };
     return Object.freeze(snap);
+  }
+
+  /**
+   * The frozen view of a member record, reused across snapshots while the record is unchanged and
+   * none of its entries has expired since, so a snapshot costs O(members), not O(entries).
+   * Payloads are shared, not copied: listeners must not mutate them.
+   */
+  private viewOf(r: MemberRecord, now: number): MemberView {
+    const cached = this.views.get(r);
+    if (cached && now < cached.validUntil) return cached.view;
+    const entries = new Map<string, MeshEntry>();
+    let validUntil = Infinity;
+    for (const [k, e] of r.entries) {
+      if (!isLive(e, now)) continue;
+      entries.set(k, Object.freeze({ key: e.key, version: e.version, payload: e.payload, expiresAt: e.expiresAt, deleted: false }));
+      if (e.expiresAt !== 0 && e.expiresAt < validUntil) validUntil = e.expiresAt;
+    }
+    const view: MemberView = Object.freeze({
+      name: r.name, identityKey: r.identityB64, addr: r.alive.addr, port: r.alive.port, state: r.state, incarnation: r.incarnation, entries,
+    });
+    this.views.set(r, { view, validUntil });
+    return view;
   }
 
   /** Drop and traffic counters. */

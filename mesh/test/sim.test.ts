@@ -418,3 +418,24 @@ describe('WAN profile', () => {
     expect(range(7).every((i) => c.nodes[i]!.counts().live === 7)).toBe(true);
   });
 });
+
+describe('snapshots', () => {
+  it('reuse the views of unchanged members and rebuild changed or expiring ones', async () => {
+    const c = (cluster = new SimCluster({ seed: 30 }));
+    await c.startBootstrapped(3);
+    await c.net.runFor(500);
+    c.nodes[1]!.setLocal('short', enc('x'), 1000);
+    await c.net.runUntilCondition(() => hasEntry(c.nodes[0]!, simName(1), 'short'), 5000);
+    const a = c.nodes[0]!.snapshot();
+    const b = c.nodes[0]!.snapshot();
+    expect(b.members[2]).toBe(a.members[2]);
+    expect(b.members[1]!.entries.has('short')).toBe(true);
+    c.nodes[2]!.setLocal('k', enc('y'));
+    await c.net.runUntilCondition(() => hasEntry(c.nodes[0]!, simName(2), 'k'), 5000);
+    await c.net.runFor(1500);
+    const d = c.nodes[0]!.snapshot();
+    expect(d.members[2]).not.toBe(a.members[2]);
+    expect(d.members[2]!.entries.has('k')).toBe(true);
+    expect(d.members[1]!.entries.has('short')).toBe(false);
+  });
+});
