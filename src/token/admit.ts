@@ -166,6 +166,9 @@ export class Admitter {
     let snap = mesh.snapshot();
     let tokens = collectTokens(snap);
     const s = tokens.get(id);
+    // A retry by the same joiner (same name, proven same identity) whose grant was lost in transit gets it again.
+    const mine = s?.winners.find((c) => c.joiner === joiner.name);
+    if (s && !s.revoked && mine && mine.identityKey === joiner.identityKey && !isRevoked(revokedNodes(snap), joiner.name, joiner.identityKey)) return this.#admit(snap, id, joiner);
     const refused = this.#refusal(s, id);
     if (refused) return { ok: false, ...refused };
     if (isRevoked(revokedNodes(snap), joiner.name, joiner.identityKey)) return { ok: false, code: 'node-revoked', msg: `node ${joiner.name} with this identity was removed from the mesh; join with a new identity` };
@@ -187,16 +190,20 @@ export class Admitter {
       if (after?.revoked) return { ok: false, code: 'revoked', msg: `token ${id} was revoked by ${after.revoked.by}` };
       const outcome = claimOutcome(after, joiner.name);
       if (outcome !== 'won') return { ok: false, code: 'spent', msg: `token ${id} was redeemed first by another joiner` };
-      const admission: Admission = { format: 1, name: joiner.name, identityKey: joiner.identityKey, tokenId: id, admittedBy: this.#o.self.name, admittedAt: this.#o.clock() };
-      const aw = admissionWrite(admission);
-      mesh.setLocal(aw.key, aw.payload, aw.ttlMs);
-      const seeds = snap.members
-        .filter((m) => m.state === 'alive' && m.port > 0)
-        .map((m) => (m.addr.includes(':') ? `[${m.addr}]:${m.port}` : `${m.addr}:${m.port}`))
-        .slice(0, 16);
-      return { ok: true, admission, seeds };
+      return this.#admit(snap, id, joiner);
     } finally {
       this.#inFlight.delete(joiner.name);
     }
+  }
+
+  #admit(snap: MeshSnapshot, id: string, joiner: { name: string; identityKey: string }): Redemption {
+    const admission: Admission = { format: 1, name: joiner.name, identityKey: joiner.identityKey, tokenId: id, admittedBy: this.#o.self.name, admittedAt: this.#o.clock() };
+    const aw = admissionWrite(admission);
+    this.#o.mesh.setLocal(aw.key, aw.payload, aw.ttlMs);
+    const seeds = snap.members
+      .filter((m) => m.state === 'alive' && m.port > 0)
+      .map((m) => (m.addr.includes(':') ? `[${m.addr}]:${m.port}` : `${m.addr}:${m.port}`))
+      .slice(0, 16);
+    return { ok: true, admission, seeds };
   }
 }

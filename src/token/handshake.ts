@@ -98,6 +98,21 @@ export interface JoinRequest {
   readonly name: string;
   /** Base64 ed25519 identity key the joiner will use in the mesh. */
   readonly identityKey: string;
+  /**
+   * Base64 signature by that identity over "weft-join-identity-v1\0" | th | name: proves the joiner holds
+   * the key it asks to be admitted with (nobody can get another node's key admitted).
+   */
+  readonly identitySig: string;
+}
+
+/** The bytes a joiner signs with its identity to prove possession. */
+export function identityProofMessage(th: Uint8Array, name: string): Uint8Array {
+  return concat('weft-join-identity-v1\0', Buffer.concat([th, Buffer.from(name, 'utf8')]));
+}
+
+/** Joiner side: the request, with the identity proof over the transcript. */
+export function makeRequest(th: Uint8Array, name: string, identity: Identity): JoinRequest {
+  return { name, identityKey: b64(identity.publicKey), identitySig: b64(signWith(identity, identityProofMessage(th, name))) };
 }
 
 /** What the seed grants (inside `admit`). `meshKey` is secret. */
@@ -224,8 +239,11 @@ export function sealRequest(key: Uint8Array, req: JoinRequest): Sealed {
   return { t: 'request', box: b64(nacl.secretbox(Buffer.from(JSON.stringify(req)), NONCE_REQUEST, key)) };
 }
 
-/** Seed side: opens the request; undefined when the box does not open (wrong token secret). Throws on a bad shape. */
-export function openRequest(key: Uint8Array, s: Sealed): JoinRequest | undefined {
+/**
+ * Seed side: opens the request; undefined when the box does not open (wrong token secret). Throws on a bad
+ * shape or a bad identity proof.
+ */
+export function openRequest(key: Uint8Array, s: Sealed, th: Uint8Array): JoinRequest | undefined {
   if (s.t !== 'request') throw new HandshakeError('expected a request');
   const plain = nacl.secretbox.open(new Uint8Array(Buffer.from(s.box, 'base64')), NONCE_REQUEST, key);
   if (!plain) return undefined;
@@ -237,7 +255,9 @@ export function openRequest(key: Uint8Array, s: Sealed): JoinRequest | undefined
   }
   if (typeof v.name !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(v.name)) throw new HandshakeError('request has a bad node name (printable ASCII, 1-128 bytes)');
   bytes32(v.identityKey, 'identityKey');
-  return { name: v.name, identityKey: v.identityKey as string };
+  if (typeof v.identitySig !== 'string' || v.identitySig.length > 100) throw new HandshakeError('request has no identity proof');
+  if (!sigOk(v.identityKey as string, identityProofMessage(th, v.name), v.identitySig)) throw new HandshakeError('the joiner does not hold the identity key it asked to be admitted with');
+  return { name: v.name, identityKey: v.identityKey as string, identitySig: v.identitySig };
 }
 
 /** Seed side: signs an admission with the admitting member's identity. */

@@ -10,6 +10,7 @@ import {
   checkChallenge,
   checkRefuse,
   encodeFrame,
+  makeRequest,
   makeHello,
   newEphemeral,
   openGrant,
@@ -19,6 +20,7 @@ import {
   type JoinGrant,
   type RefusalCode,
 } from './handshake.ts';
+import type { Identity } from '../../mesh/crypto.ts';
 import { parseToken, tokenExpired, tokenVerifier, type JoinToken } from './token.ts';
 
 /** Why a join failed: a refusal code from the mesh, or a local one. */
@@ -39,8 +41,8 @@ export interface JoinOptions {
   /** The token string, or an already parsed token. */
   readonly token: string | JoinToken;
   readonly name: string;
-  /** Base64 ed25519 public key of the joiner's own mesh identity. */
-  readonly identityKey: string;
+  /** The joiner's own mesh identity (it proves possession; the public key is admitted). Secret: never log. */
+  readonly identity: Identity;
   /** ms since the epoch. */
   readonly clock?: () => number;
   /** Per-seed deadline. Default 40 s (the seed waits a confirmation window before answering). */
@@ -129,7 +131,7 @@ async function exchange(sock: Socket, reader: FrameReader, token: JoinToken, o: 
     throw new JoinError('not-mesh', (err as Error).message, { cause: err });
   }
   const key = sessionKey(tokenVerifier(token.id, token.secret), new Uint8Array(Buffer.from(m2.eph, 'base64')), eph, th);
-  const req = { name: o.name, identityKey: o.identityKey };
+  const req = makeRequest(th, o.name, o.identity);
   sock.write(encodeFrame(sealRequest(key, req)));
   const m4 = await read();
   if (m4.t !== 'admit') return refusal(m4);

@@ -150,7 +150,7 @@ export class JoinServer {
       const key = sessionKey(verifier, new Uint8Array(Buffer.from(hello.eph, 'base64')), eph, th);
       const second = parseMessage(await reader.next());
       if (second.t !== 'request') return refuse('bad-request', 'expected request');
-      const req = openRequest(key, second);
+      const req = openRequest(key, second, th);
       if (!req) return refuse('forged', `proof for token ${hello.id} does not verify: wrong token secret (forged or mistyped token)`);
       const r = await this.#o.admitter.redeem(hello.id, req);
       if (!r.ok) return refuse(r.code, r.msg, { joiner: req.name });

@@ -5,7 +5,7 @@ import { generateIdentity } from '../../mesh/crypto.ts';
 import { Admitter } from '../../src/token/admit.ts';
 import { JoinError, joinMesh } from '../../src/token/join-client.ts';
 import { JoinServer, SourceRateLimiter } from '../../src/token/join-server.ts';
-import { verifyAdmission } from '../../src/token/handshake.ts';
+import { makeRequest, openRequest, sealRequest, verifyAdmission, HandshakeError } from '../../src/token/handshake.ts';
 import { formatToken, parseToken, randomTokenSecret } from '../../src/token/token.ts';
 import { FakeMember } from './fake-mesh.ts';
 
@@ -41,8 +41,8 @@ async function startSeed(opts: { meshKey?: Uint8Array; limiter?: SourceRateLimit
 }
 
 const joiner = () => {
-  const id = generateIdentity();
-  return { name: `joiner-${Math.random().toString(36).slice(2, 8)}`, identityKey: b64(id.publicKey) };
+  const identity = generateIdentity();
+  return { name: `joiner-${Math.random().toString(36).slice(2, 8)}`, identity, identityKey: b64(identity.publicKey) };
 };
 
 async function refusal(p: Promise<unknown>): Promise<JoinError> {
@@ -197,5 +197,34 @@ describe('join handshake over loopback', () => {
     expect(seed.server.stats.errors).toBeGreaterThanOrEqual(3);
     // Still serving, and the token is unspent.
     await joinMesh({ token, ...joiner() });
+  });
+
+  it('a joiner whose grant was lost can retry with the same identity; another identity with the same name cannot', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const j = joiner();
+    const first = await joinMesh({ token, ...j });
+    const retry = await joinMesh({ token, ...j });
+    expect(retry.admission).toMatchObject({ name: j.name, identityKey: j.identityKey });
+    expect(Buffer.from(retry.meshKey).equals(Buffer.from(first.meshKey))).toBe(true);
+    const thief = { ...joiner(), name: j.name };
+    expect((await refusal(joinMesh({ token, ...thief }))).code).toBe('spent');
+  });
+});
+
+describe('identity proof', () => {
+  it('the seed refuses a request for an identity key the joiner does not hold', () => {
+    const th = new Uint8Array(32).fill(1);
+    const key = new Uint8Array(32).fill(2);
+    const mine = generateIdentity();
+    const other = generateIdentity();
+    const honest = makeRequest(th, 'edge', mine);
+    expect(openRequest(key, sealRequest(key, honest), th)).toEqual(honest);
+    const stolen = { ...honest, identityKey: b64(other.publicKey) };
+    expect(() => openRequest(key, sealRequest(key, stolen), th)).toThrow(HandshakeError);
+    // A proof from another session (other transcript) does not verify either.
+    expect(() => openRequest(key, sealRequest(key, honest), new Uint8Array(32).fill(9))).toThrow(/does not hold/);
+    // Wrong session key: the box does not open (forged token).
+    expect(openRequest(new Uint8Array(32).fill(3), sealRequest(key, honest), th)).toBeUndefined();
   });
 });
