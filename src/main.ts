@@ -9,7 +9,7 @@ import { registerBenchCommand } from './cli/bench.ts';
 import { registerStatusCommand } from './cli/status.ts';
 import { registerVerifyCommand } from './cli/verify.ts';
 import { registerAuditCommand } from './cli/audit.ts';
-import { registerKeyCommands } from './cli/keys.ts';
+import { registerKeyCommands, registerMeshKeyCommands } from './cli/keys.ts';
 import { registerLabCommands } from './lab/cli.ts';
 import { registerTokenCommands } from './cli/token.ts';
 import { registerJoinCommand } from './cli/join.ts';
@@ -23,6 +23,7 @@ export function buildProgram(): Command {
   registerVerifyCommand(program);
   registerAuditCommand(program);
   registerKeyCommands(program);
+  registerMeshKeyCommands(program);
   registerLabCommands(program);
   registerTokenCommands(program);
   registerJoinCommand(program);

@@ -100,11 +100,12 @@ export function datapathFrom(wg: WireGuardBackend, rt: RtNetlink, config: Pick<C
  * The mesh member for this node: UDP+TCP on `addr:--mesh-port`, signed with the identity seed,
  * sealed with the mesh key. Not started (the agent calls `start(seeds)`).
  */
-export async function createMeshFromConfig(config: Config, addr: string, identitySeed: Uint8Array, meshKey: Uint8Array, logger: Logger): Promise<MeshHandle> {
+export async function createMeshFromConfig(config: Config, addr: string, identitySeed: Uint8Array, meshKey: Uint8Array | Keyring, logger: Logger): Promise<MeshHandle> {
   return createMesh({
     name: config.name,
     identity: identityFromSeed(identitySeed),
-    keyring: new Keyring(meshKey),
+    // A Keyring is shared live (mesh-key rotation changes it under the running mesh).
+    keyring: meshKey instanceof Keyring ? meshKey : new Keyring(meshKey),
     bindAddr: addr,
     bindPort: config.meshPort,
     logger,

@@ -16,6 +16,7 @@ import { Health, mountHealthRoutes } from '../observe/health.ts';
 import { apiRequestObserver, createAgentMetrics, mountMetricsRoute } from '../observe/metrics.ts';
 import { readRejections, startRejectionAudit } from '../observe/audit.ts';
 import { KeyRotator } from './rotation.ts';
+import { MeshKeyStore, mountMeshKeyRoutes } from './mesh-keys.ts';
 import { generateKeyPair, loadOrCreatePrivateKey } from '../wireguard/keys.ts';
 import { Agent } from './agent.ts';
 import { startTokenService } from '../token/service.ts';
@@ -131,7 +132,9 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     cleanups.push(() => api.close());
     if (config.metricsAddr) await api.listenTcp(config.metricsAddr.host, config.metricsAddr.port);
 
-    mesh = await createMeshFromConfig(config, underlay.addr, identitySeed.value, meshKey, logger.child({ component: 'mesh' }));
+    const meshKeys = await MeshKeyStore.open(config.stateDir, meshKey, log);
+    mountMeshKeyRoutes(api, meshKeys);
+    mesh = await createMeshFromConfig(config, underlay.addr, identitySeed.value, meshKeys.keyring, logger.child({ component: 'mesh' }));
     cleanups.push(() => mesh!.stop());
     const hostNet: HostNetPort = createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding);
     dns = createDns(config, logger.child({ component: 'dns' }), { onServer: (srv) => dnsMetrics(srv) });
