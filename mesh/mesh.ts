@@ -988,17 +988,29 @@ export class Mesh implements MeshHandle {
    * members it wants ours for; we send those. Members with equal digests cost ~30 bytes each.
    */
   private async pushPull(to: Address, join: boolean): Promise<void> {
-    const digests = this.localDigests();
-    const reply = await this.streamRequest(to, { type: StreamType.digest, join, digests });
-    if (reply.type !== StreamType.digestReply) throw new DecodeError(`unexpected reply type ${reply.type}`);
-    if (this.stopped) return;
-    this.mergeRemoteState(reply.members, reply.entries);
-    if (reply.want.length === 0 && !join) return;
-    // A joiner sends its own record first: the other side spreads it (see onRequest).
-    const wanted = new Set(join ? [this.name, ...reply.want] : reply.want);
-    const recs = this.recordsFor(wanted);
-    const ack = await this.streamRequest(to, { type: StreamType.records, join, ...recs });
-    if (ack.type !== StreamType.recordsAck) throw new DecodeError(`unexpected reply type ${ack.type}`);
+    // More than one round only when the other side's records did not fit in one frame.
+    for (let round = 0; round < 16; round++) {
+      const digests = this.localDigests();
+      const reply = await this.streamRequest(to, { type: StreamType.digest, join, digests });
+      if (reply.type !== StreamType.digestReply) throw new DecodeError(`unexpected reply type ${reply.type}`);
+      if (this.stopped) return;
+      this.mergeRemoteState(reply.members, reply.entries);
+      if (reply.want.length > 0 || (join && round === 0)) {
+        // A joiner sends its own record first: the other side spreads it (see onRequest).
+        const wanted = [...new Set(join ? [this.name, ...reply.want] : reply.want)].filter((n) => this.members.get(n) !== undefined);
+        let first = true;
+        for (let i = 0; i < wanted.length; ) {
+          const recs = this.recordsFor(wanted.slice(i), this.limits.maxStreamBytes / 2);
+          if (recs.members.length === 0) break; // reaped while we were sending
+          i += recs.members.length;
+          const msg: StreamMsg = { type: StreamType.records, join: join && first && round === 0, members: recs.members, entries: recs.entries };
+          first = false;
+          const ack = await this.streamRequest(to, msg);
+          if (ack.type !== StreamType.recordsAck) throw new DecodeError(`unexpected reply type ${ack.type}`);
+        }
+      }
+      if (!reply.more) return;
+    }
   }
 
   private entriesHash(entries: ReadonlyMap<string, SignedEntry>): Uint8Array {
@@ -1027,17 +1039,31 @@ export class Mesh implements MeshHandle {
     return out;
   }
 
-  private recordsFor(names: Iterable<string>): { members: MemberRecordWire[]; entries: SignedEntry[] } {
+  /**
+   * Records of the named members with their entries, up to about `budget` encoded bytes (always at
+   * least one member). `complete` is false if some were left out for the next round.
+   */
+  private recordsFor(names: Iterable<string>, budget = Infinity): { members: MemberRecordWire[]; entries: SignedEntry[]; complete: boolean } {
     const now = this.now();
     const members: MemberRecordWire[] = [];
     const entries: SignedEntry[] = [];
+    let size = 0;
     for (const name of names) {
       const r = this.members.get(name);
       if (!r) continue;
+      let cost = 160 + name.length + r.alive.addr.length;
+      const live: SignedEntry[] = [];
+      for (const e of r.entries.values()) {
+        if (e.expiresAt !== 0 && e.expiresAt <= now) continue;
+        live.push(e);
+        cost += 100 + e.owner.length + e.key.length + e.payload.length;
+      }
+      if (members.length > 0 && size + cost > budget) return { members, entries, complete: false };
+      size += cost;
       members.push({ alive: r.alive, state: r.state, incarnation: r.incarnation });
-      for (const e of r.entries.values()) if (e.expiresAt === 0 || e.expiresAt > now) entries.push(e);
+      for (const e of live) entries.push(e);
     }
-    return { members, entries };
+    return { members, entries, complete: true };
   }
 
   /** Phase 1 on the answering side: our records where digests differ or the asker lacks them, and the names we want. */
@@ -1058,7 +1084,15 @@ export class Mesh implements MeshHandle {
       want.push(d.name);
     }
     for (const r of this.members.values()) if (!seen.has(r.name)) send.push(r.name);
-    return { type: StreamType.digestReply, ...this.recordsFor(send), want };
+    // Random order, so that when several rounds are needed, records the asker keeps rejecting
+    // cannot crowd out the rest round after round.
+    for (let i = send.length - 1; i > 0; i--) {
+      const j = Math.floor(this.random() * (i + 1));
+      [send[i], send[j]] = [send[j]!, send[i]!];
+    }
+    // Half the frame limit: sealing, framing and estimate slack stay well inside it.
+    const { members, entries, complete } = this.recordsFor(send, this.limits.maxStreamBytes / 2);
+    return { type: StreamType.digestReply, members, entries, want, more: !complete };
   }
 
   // ---------------------------------------------------------------- periodic work

@@ -101,6 +101,8 @@ export interface DigestMsg { readonly type: 25; readonly join: boolean; readonly
 /** Anti-entropy phase 1 reply: differing records and the names wanted back. */
 export interface DigestReplyMsg {
   readonly type: 26; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[]; readonly want: readonly string[];
+  /** The records did not all fit in one frame: ask again after merging these. */
+  readonly more: boolean;
 }
 /** Anti-entropy phase 2: the records asked for. */
 export interface RecordsMsg { readonly type: 27; readonly join: boolean; readonly members: readonly MemberRecordWire[]; readonly entries: readonly SignedEntry[] }
@@ -295,6 +297,7 @@ export function encodeStream(sentAt: number, m: StreamMsg): Uint8Array {
       writeRecords(w, m.members, m.entries);
       w.u32(m.want.length);
       for (const n of m.want) w.str(n);
+      w.u8(m.more ? 1 : 0);
       break;
     case StreamType.records:
       w.u8(m.join ? 1 : 0);
@@ -343,7 +346,7 @@ export function decodeStream(buf: Uint8Array, l: Limits): { sentAt: number; msg:
       if (n > l.maxMembers || n > r.remaining) throw new DecodeError(`${n} wanted names exceed limit ${l.maxMembers}`);
       const want: string[] = [];
       for (let i = 0; i < n; i++) want.push(r.str(l.maxNameBytes));
-      msg = { type, ...recs, want };
+      msg = { type, ...recs, want, more: r.u8() === 1 };
       break;
     }
     case StreamType.records: {

@@ -131,7 +131,7 @@ describe('anti-entropy frames', () => {
     const alive = samples[4] as Extract<PacketMsg, { type: 5 }>;
     const msgs: StreamMsg[] = [
       { type: StreamType.digest, join: true, digests: [{ name: 'n1', incarnation: 2, state: 'dead', hash: new Uint8Array(8).fill(3) }] },
-      { type: StreamType.digestReply, members: [{ alive, state: 'alive', incarnation: 3 }], entries: [entry], want: ['n1', 'n9'] },
+      { type: StreamType.digestReply, members: [{ alive, state: 'alive', incarnation: 3 }], entries: [entry], want: ['n1', 'n9'], more: true },
       { type: StreamType.records, join: false, members: [], entries: [entry] },
       { type: StreamType.recordsAck },
     ];

@@ -439,3 +439,20 @@ describe('snapshots', () => {
     expect(d.members[1]!.entries.has('short')).toBe(false);
   });
 });
+
+describe('anti-entropy in several rounds', () => {
+  it('a joiner receives a state larger than one stream frame', async () => {
+    const limits = { maxStreamBytes: 48 * 1024, maxEntryPayloadBytes: 1024 };
+    const c = (cluster = new SimCluster({ seed: 31, limits }));
+    await c.startJoined(6);
+    for (const i of range(6)) for (let k = 0; k < 20; k++) c.nodes[i]!.setLocal(`pod/${k}`, new Uint8Array(1000).fill(k));
+    // 120 KB of entries in all: more than two 48 KiB frames.
+    await c.net.runUntilCondition(() => range(6).every((i) => range(6).every((j) => c.nodes[i]!.snapshot().members.find((m) => m.name === simName(j))?.entries.size === 20)), 30_000, 50);
+    const joiner = c.create(6);
+    await c.settle(joiner.start([`${simAddr(0)}:${SIM_PORT}`]));
+    const snap = joiner.snapshot();
+    expect(snap.members).toHaveLength(7);
+    for (const j of range(6)) expect(snap.members.find((m) => m.name === simName(j))!.entries.size).toBe(20);
+    expect(joiner.stats().malformed).toBe(0);
+  });
+});
