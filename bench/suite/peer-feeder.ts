@@ -1,8 +1,8 @@
 /**
  * Synthetic peers for the agent RSS measurement: N real mesh members (real sockets, real keys,
  * signed `node` entries) in one process, bound to one address in the agent's network namespace.
- * Member 0 joins the agent; the others join member 0, so the agent learns them by gossip and
- * anti-entropy, exactly as from real nodes. Their WireGuard endpoints are in 192.0.2.0/24
+ * Every member joins through the agent (push/pull carrying its signed entry), then gossips as any
+ * member does, so the agent holds them exactly as it would hold real nodes. Their WireGuard endpoints are in 192.0.2.0/24
  * (documentation range, unrouted in the lab), so no WireGuard packet leaves the namespace.
  *
  * Usage: node peer-feeder.ts --count N --bind IP --seed IP:PORT --key-file PATH
@@ -61,6 +61,9 @@ if (import.meta.main) {
   };
   const startOnce = async (i: number, seeds: string[]): Promise<string> => {
     const m = createMesh({ name: `rss-${i}`, identity: generateIdentity(), keyring: new Keyring(key), bindAddr: values.bind!, bindPort: 0, profile, verifyCache });
+    // The entry is set before start, so the join's push/pull already carries it to the agent.
+    const wg = Buffer.from(nacl.box.keyPair().publicKey).toString('base64');
+    m.setLocal('node', new TextEncoder().encode(JSON.stringify(syntheticNodeInfo(i, wg, Date.now()))));
     try {
       await m.start(seeds);
     } catch (err) {
@@ -68,16 +71,15 @@ if (import.meta.main) {
       throw err;
     }
     members.push(m);
-    const wg = Buffer.from(nacl.box.keyPair().publicKey).toString('base64');
-    m.setLocal('node', new TextEncoder().encode(JSON.stringify(syntheticNodeInfo(i, wg, Date.now()))));
     const self = m.snapshot().members.find((x) => x.name === `rss-${i}`)!;
     return `${self.addr}:${self.port}`;
   };
   try {
-    const first = await start(0, [values.seed]);
-    for (let i = 1; i < count; i += 25) {
-      await Promise.all(Array.from({ length: Math.min(25, count - i) }, (_, k) => start(i + k, [first, values.seed!])));
-      process.stdout.write(`started ${Math.min(count, i + 25)}\n`);
+    // Every member joins the agent itself (as a node joining through a seed does), a few at a time.
+    const batch = 10;
+    for (let i = 0; i < count; i += batch) {
+      await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, k) => start(i + k, [values.seed!])));
+      if ((i / batch) % 10 === 9) process.stdout.write(`started ${Math.min(count, i + batch)}\n`);
     }
     process.stdout.write(`started ${count} all\n`);
   } catch (err) {

@@ -30,7 +30,7 @@ export interface BenchOptions {
 
 /** The defaults: `--quick` shortens every run so the whole benchmark stays under 2 minutes. */
 export function defaultOptions(quick: boolean): BenchOptions {
-  return { quick, repeat: quick ? 1 : 3, seconds: quick ? 2 : 10, modes: MODES, controlPlane: quick ? 'quick' : 'full', rssPeers: 1000, udpRate: '1G', backend: 'auto' };
+  return { quick, repeat: quick ? 1 : 3, seconds: quick ? 2 : 10, modes: MODES, controlPlane: quick ? 'quick' : 'full', rssPeers: quick ? 100 : 1000, udpRate: '1G', backend: 'auto' };
 }
 
 /** A UTC timestamp usable as a directory name: 2026-11-23T13-05-00Z. Pure. */
