@@ -77,7 +77,7 @@ export function filterAudit(text: string, filter: AuditFilter = {}): AuditEvent[
 }
 
 /** Fields shown as key=value in the human rendering (the rest stays in `--json`). */
-const SHOWN = ['peer', 'publicKey', 'endpoint', 'meshState', 'pod', 'reason', 'records', 'packets', 'previousPublicKey', 'trigger', 'keyId', 'token'];
+const SHOWN = ['peer', 'publicKey', 'endpoint', 'meshState', 'pod', 'reason', 'records', 'packets', 'previousPublicKey', 'trigger', 'keyId', 'primary', 'tokenId', 'expiresAt', 'source', 'joiner'];
 
 function show(v: unknown): string {
   if (typeof v === 'string') return /\s/.test(v) ? JSON.stringify(v) : v;
