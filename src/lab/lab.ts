@@ -64,6 +64,10 @@ export interface LabMeta {
   readonly wgPort: number;
   readonly cniBinDir: string;
   readonly fixedPodCIDRs: boolean;
+  /** Agents run with `--kubeconfig` this file and get blocks and seeds from Kubernetes (no `--pod-cidr`, no `--seeds`). */
+  readonly kubeconfig?: string;
+  /** Extra arguments every agent gets (e.g. `--dns-listen`). */
+  readonly agentArgs?: readonly string[];
   /** Highest node index ever used: a node added later gets a new index, name and block. */
   readonly lastIndex: number;
   readonly nodes: LabNode[];
@@ -96,6 +100,19 @@ export interface UpOptions {
   readonly fixedPodCIDRs?: boolean;
   /** How long to wait for each agent to become ready; default 60 s. */
   readonly readyTimeoutMs?: number;
+  /**
+   * Agents take their pod blocks and seeds from the Kubernetes API server this kubeconfig names:
+   * `--kubeconfig <path>` instead of `--pod-cidr` and `--seeds` (implies `fixedPodCIDRs: false`).
+   * The file may be written by `beforeAgents`; it must be readable from the node namespaces.
+   */
+  readonly kubeconfig?: string;
+  /** Extra arguments for every agent, e.g. `['--dns-listen', '169.254.20.11:53']`. */
+  readonly agentArgs?: readonly string[];
+  /**
+   * Called once the underlay and the node namespaces exist, before any agent starts (e.g. to
+   * connect an API server to the underlay bridge and create the Node objects).
+   */
+  readonly beforeAgents?: (lab: Lab) => Promise<void>;
 }
 
 /** The lab's view for `status`. */
@@ -192,7 +209,8 @@ export class Lab {
       const cniBinDir = await this.#installCni();
       const meta: LabMeta = {
         version: 1, subnet, backend, clusterCIDR: LAB_DEFAULTS.clusterCIDR, meshPort: LAB_DEFAULTS.meshPort, wgPort: LAB_DEFAULTS.wgPort,
-        cniBinDir, fixedPodCIDRs: opts.fixedPodCIDRs ?? true, lastIndex: 0, nodes: [], pods: [],
+        cniBinDir, fixedPodCIDRs: opts.kubeconfig ? false : (opts.fixedPodCIDRs ?? true), lastIndex: 0, nodes: [], pods: [],
+        ...(opts.kubeconfig ? { kubeconfig: opts.kubeconfig } : {}), ...(opts.agentArgs ? { agentArgs: [...opts.agentArgs] } : {}),
       };
       await this.host.setMeta(meta as unknown as Record<string, unknown>);
       await this.host.makeDir('shared');
@@ -205,10 +223,12 @@ export class Lab {
 
       const names: string[] = [];
       for (let i = 1; i <= opts.nodes; i++) names.push(await this.#createNode(i));
-      // The first agent has no seeds; the others join through the ones started before them.
+      await opts.beforeAgents?.(this);
+      // The first agent has no seeds; the others join through the ones started before them. With
+      // Kubernetes every agent has the others as seeds and is not ready before one answers: start all.
       for (const name of names) {
         await this.startAgent(name);
-        if (name === names[0]) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
+        if (name === names[0] && !opts.kubeconfig) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
       }
       for (const name of names) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
       for (const name of names) for (let j = 1; j <= opts.podsPerNode; j++) await this.addPod(name, j);
@@ -279,6 +299,8 @@ export class Lab {
       '--mesh-key-file', '/var/lib/weft/mesh.key',
       '--resync', this.#opts.resync ?? '10s',
       '--log-level', this.#opts.agentLogLevel ?? 'info',
+      ...(m.kubeconfig ? ['--kubeconfig', m.kubeconfig] : []),
+      ...(m.agentArgs ?? []),
     ];
     m.nodes.push({ name, netns: name, index, underlayIP: ip, podCIDR, meshIP: podCIDR ? `10.244.${index}.1` : '', agentArgv });
     await this.host.setMeta({ nodes: m.nodes, lastIndex: Math.max(m.lastIndex ?? 0, index) });
@@ -307,7 +329,8 @@ export class Lab {
   async startAgent(name: string): Promise<number> {
     const n = this.node(name);
     if (this.host.processes(`agent:${name}`).length > 0) throw new LabError(`lab ${this.prefix}: the agent of ${name} is already running`);
-    const seeds = this.meta.nodes.filter((x) => x.name !== name && this.host.processes(`agent:${x.name}`).length > 0).map((x) => `${x.underlayIP}:${this.meta.meshPort}`);
+    // With Kubernetes the agents find each other through their Node objects, not flags.
+    const seeds = this.meta.kubeconfig ? [] : this.meta.nodes.filter((x) => x.name !== name && this.host.processes(`agent:${x.name}`).length > 0).map((x) => `${x.underlayIP}:${this.meta.meshPort}`);
     const argv = [...n.agentArgv, ...(seeds.length > 0 ? ['--seeds', seeds.join(',')] : [])];
     const h = this.host.node(name);
     return this.host.spawn(h, argv, { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
