@@ -86,3 +86,29 @@ describe('DatapathReconciler.setPrivateKey', () => {
     await rec.stop();
   });
 });
+
+describe('KeyRotator schedule and --key-rotation', () => {
+  it('rotates on its schedule until stopped', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'wob-rot-'));
+    const triggers: string[] = [];
+    const r = new KeyRotator({ keyPath: join(dir, 'wg.key'), logger, everyMs: 30, target: { async rotateKey(_next, trigger) { triggers.push(trigger); } } });
+    r.start();
+    await new Promise((res) => setTimeout(res, 200));
+    r.stop();
+    const n = triggers.length;
+    expect(n).toBeGreaterThanOrEqual(2);
+    expect(new Set(triggers)).toEqual(new Set(['schedule']));
+    await new Promise((res) => setTimeout(res, 100));
+    expect(triggers.length).toBe(n);
+  });
+
+  it('parses --key-rotation: off by default, a duration, or a clear error', async () => {
+    const { parseConfig, ConfigError } = await import('../../src/config.ts');
+    const host = { hostname: 'node-a' };
+    expect(parseConfig({}, {}, host).keyRotationMs).toBe(0);
+    expect(parseConfig({ keyRotation: '24h' }, {}, host).keyRotationMs).toBe(24 * 3_600_000);
+    expect(parseConfig({}, { WEFT_KEY_ROTATION: '90m' }, host).keyRotationMs).toBe(90 * 60_000);
+    expect(() => parseConfig({ keyRotation: '5s' }, {}, host)).toThrow(ConfigError);
+    expect(() => parseConfig({ keyRotation: 'soon' }, {}, host)).toThrow(/key-rotation/);
+  });
+});
