@@ -12,8 +12,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatAddr } from '../ipam/cidr.ts';
-import { cidrContains, formatCidr, tryParseCIDR, tryParseIP, type Cidr } from '../plan/cidr.ts';
-import { classifyCapture, parsePcap, type CaptureSummary } from '../lab/pcap.ts';
+import { cidrContains, cidrHas, formatCidr, tryParseCIDR, tryParseIP, type Cidr } from '../plan/cidr.ts';
+import { classifyCapture, parsePcap, type CaptureSummary, type Frame } from '../lab/pcap.ts';
 
 /** Verification could not run (tcpdump missing or failing, `ip` unreadable): never a pass. */
 export class VerifyError extends Error {
@@ -138,6 +138,26 @@ export function interfacesWithAddresses(ipAddrJson: unknown, addrs: readonly str
     if (link.addr_info.some((a) => typeof a?.local === 'string' && addrs.includes(a.local)) && !out.includes(link.ifname)) out.push(link.ifname);
   }
   return out;
+}
+
+/**
+ * Frames whose IP header (IPv4 or IPv6) carries an address inside `cidrs`, with up to 10 samples.
+ * Used instead of the lab classifier's count, which only knows IPv4. Pure.
+ */
+export function podAddressFrames(frames: readonly Frame[], cidrs: readonly string[]): { count: number; samples: string[] } {
+  const parsed = parseAll(cidrs);
+  const hit = (a: string | undefined): boolean => {
+    const ip = a === undefined ? null : tryParseIP(a);
+    return ip !== null && parsed.some((c) => cidrHas(c, ip.family, ip.value));
+  };
+  let count = 0;
+  const samples: string[] = [];
+  for (const f of frames) {
+    if (!hit(f.src) && !hit(f.dst)) continue;
+    count++;
+    if (samples.length < 10) samples.push(`proto ${f.proto} ${f.src}${f.sport !== undefined ? `:${f.sport}` : ''} -> ${f.dst}${f.dport !== undefined ? `:${f.dport}` : ''}`);
+  }
+  return { count, samples };
 }
 
 /** One underlay interface's capture verdict. */
@@ -322,7 +342,9 @@ export async function runVerify(io: VerifyIo, opts: VerifyOptions): Promise<Veri
       } catch (err) {
         throw new VerifyError(`verify: cannot read the capture of ${ifname}: ${(err as Error).message}`, { cause: err });
       }
-      return { ifname, summary: classifyCapture(frames, { wgPorts: opts.wgPorts, meshPort: opts.meshPort, podCIDRs }) };
+      const pods = podAddressFrames(frames, podCIDRs);
+      const summary = classifyCapture(frames, { wgPorts: opts.wgPorts, meshPort: opts.meshPort, podCIDRs });
+      return { ifname, summary: { ...summary, podAddress: pods.count, podAddressSamples: pods.samples } };
     }),
   );
   // Route state is read while the capture runs, so a leak route present during the capture is seen.

@@ -137,3 +137,18 @@ describe('verifyOptionsFrom', () => {
     expect(v).toMatchObject({ ifname: 'weft0', remoteCIDRs: ['10.244.2.0/24', '10.244.2.1/32'], localCIDRs: ['10.244.1.0/24'], wgPorts: [51820, 51999], endpointIPs: ['198.18.0.1'] });
   });
 });
+
+describe('podAddressFrames', () => {
+  it('finds pod addresses in IPv4 and IPv6 headers', async () => {
+    const { podAddressFrames } = await import('../../src/observe/verify.ts');
+    const frames = [
+      { ethertype: 0x0800, src: '198.18.0.1', dst: '198.18.0.2', proto: 17, sport: 51820, dport: 51820 },
+      { ethertype: 0x0800, src: '10.244.1.2', dst: '10.244.2.2', proto: 6, sport: 40000, dport: 80 },
+      { ethertype: 0x86dd, src: 'fd00:10:0:2:0:0:0:5', dst: '2001:db8:0:0:0:0:0:1', proto: 58 },
+      { ethertype: 0x0806 },
+    ];
+    const r = podAddressFrames(frames, ['10.244.0.0/16', 'fd00:10::/56']);
+    expect(r.count).toBe(2);
+    expect(r.samples).toEqual(['proto 6 10.244.1.2:40000 -> 10.244.2.2:80', 'proto 58 fd00:10:0:2:0:0:0:5 -> 2001:db8:0:0:0:0:0:1']);
+  });
+});
