@@ -9,7 +9,8 @@
  * blocks from Kubernetes; Node annotations; pod-to-pod reachability; DNS on the gateway and on
  * 169.254.20.11, and no forwarding for sources outside the cluster; a Node created later handed to
  * the running agents as a seed; a pod deleted from the API without a CNI DEL losing its DNS name;
- * traffic and DNS surviving the API server being stopped. Namespace prefix: wlk.
+ * traffic and DNS surviving the API server being stopped; `--uninstall` taking the link-local
+ * address away with the bridge. Namespace prefix: wlk.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -211,5 +212,16 @@ describe.skipIf(skip)(`e2e: agents configured from the Kubernetes API server${WH
     expect((await dig(c!.netns, '+short', `@${gwC}`, `${a!.podName}.${POD_NS}.pod.${ZONE}`, 'A')).stdout.trim()).toBe(a!.ip);
     expect((await dig(a!.netns, '+short', `@${STUB}`, `${c!.podName}.${POD_NS}.pod.${ZONE}`, 'A')).stdout.trim()).toBe(c!.ip);
     for (const n of lab.meta.nodes) expect((await status(n.name)).ready).toBe(true);
+  }, 60_000);
+
+  it('--uninstall removes the --dns-listen address weft added (with the bridge)', async () => {
+    const n = lab.meta.nodes[0]!;
+    await lab.stopAgent(n.name, 'term');
+    await waitFor(`the agent of ${n.name} to exit`, 30_000, async () => (lab.agentPid(n.name) === undefined ? true : undefined));
+    const r = await lab.exec(n.name, [lab.nodeBin, join(lab.repoDir, 'src', 'main.ts'), 'agent', '--uninstall', '--name', n.name, '--backend', lab.meta.backend], { check: false, timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const addrs = JSON.parse((await lab.exec(n.name, ['ip', '-j', 'addr', 'show'])).stdout) as { ifname: string; addr_info: { local: string }[] }[];
+    expect(addrs.map((l) => l.ifname)).not.toContain('weftbr0');
+    expect(addrs.flatMap((l) => l.addr_info.map((x) => x.local))).not.toContain(STUB);
   }, 60_000);
 });
