@@ -330,10 +330,16 @@ export function revokedNodes(snapshot: MeshSnapshot): Map<string, RevokedNode> {
   return out;
 }
 
-/** True when `member` (name + base64 identity key) is revoked in `revoked`. */
+/**
+ * True when `member` (name + base64 identity key) is revoked in `revoked`: its name is revoked (for any key
+ * or for this key), or its identity key was revoked under any name (a removed node cannot come back under a
+ * new name with its old key).
+ */
 export function isRevoked(revoked: ReadonlyMap<string, RevokedNode>, name: string, identityKey: string): boolean {
   const r = revoked.get(name);
-  return r !== undefined && (r.identityKey === undefined || r.identityKey === identityKey);
+  if (r !== undefined && (r.identityKey === undefined || r.identityKey === identityKey)) return true;
+  for (const x of revoked.values()) if (x.identityKey === identityKey) return true;
+  return false;
 }
 
 /**

@@ -1,9 +1,9 @@
 /**
- * `weft join` end to end in one lab (issue 7, single underlay; the two-cloud NAT lab is not built yet):
+ * `weft join` end to end in one lab (issue 7, single underlay; the NAT case is token-nat.test.ts):
  * two nodes with the shared mesh key, a third node created WITHOUT the mesh key that joins with a token
  * through node 1's join listener. Checks: expired, revoked, tampered and (after the join) spent tokens
- * are refused with a clear message; the joined node's pod reaches a pod on node 1 and back; everything
- * on the underlay is WireGuard or mesh/join traffic; `weft node remove` cuts the node off. Prefix: wtk.
+ * are refused with a clear message; the joined node's pod reaches a pod on node 1 and back;
+ * `weft node remove` cuts the node off and it cannot rejoin with its old identity. Prefix: wtk.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -120,5 +120,11 @@ describe.skipIf(skip)(`weft join with a token in the lab${WHY}`, () => {
     }
     const r = await lab.exec(p3.netns, ['ping', '-n', '-c', '2', '-W', '2', p1.ip], { check: false });
     expect(r.code).not.toBe(0);
+    // It cannot rejoin with its old identity, even with a fresh token.
+    const { token: fresh } = await token({ ttl: '10m', uses: 1, seeds: [`${lab.node(n1).underlayIP}:7947`] });
+    await rm(join(lab.handle(n3).stateDir, 'admission.json'));
+    const again = await tryJoin(fresh);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/was removed from the mesh/);
   });
 });

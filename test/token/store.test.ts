@@ -136,6 +136,11 @@ describe('admission (seed policy)', () => {
     expect(withoutRevoked(a.mesh.snapshot()).members.map((m) => m.name)).toEqual(['a']);
     expect(revokedNodes(b.mesh.snapshot()).get('b')).toMatchObject({ identityKey: b.mesh.identityKey });
     expect(await a.admitter.redeem(tok.id, { name: 'b', identityKey: b.mesh.identityKey })).toMatchObject({ ok: false, code: 'node-revoked' });
+    // Nor under another name with the same key, nor published under another name.
+    expect(await a.admitter.redeem(tok.id, { name: 'b2', identityKey: b.mesh.identityKey })).toMatchObject({ ok: false, code: 'node-revoked' });
+    const alias = new FakeMember('b-alias', b.mesh.identityKey, () => t);
+    sync(a.mesh, alias);
+    expect(withoutRevoked(a.mesh.snapshot()).members.map((m) => m.name)).toEqual(['a']);
     expect(() => a.admitter.removeNode('a')).toThrow(/itself/);
   });
 });
