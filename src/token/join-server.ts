@@ -124,6 +124,8 @@ export class JoinServer {
   async #serve(sock: Socket): Promise<void> {
     this.#sockets.add(sock);
     const source = sock.remoteAddress ?? '?';
+    // Every connection costs the source one attempt, garbage included.
+    const allowed = this.#limiter.take(source, this.#o.clock());
     const timer = setTimeout(() => sock.destroy(), this.#o.deadlineMs ?? 30_000);
     const reader = new FrameReader(sock);
     const authority = this.#o.admitter.authority;
@@ -138,7 +140,7 @@ export class JoinServer {
       const first = parseMessage(await reader.next());
       if (first.t !== 'hello') return refuse('bad-request', 'expected hello');
       hello = first;
-      if (!this.#limiter.take(source, this.#o.clock())) {
+      if (!allowed) {
         this.stats.rateLimited++;
         return refuse('rate-limited', 'too many join attempts from this address; wait a minute');
       }

@@ -171,7 +171,7 @@ describe('join handshake over loopback', () => {
   });
 
   it('survives hostile input: garbage, oversized frames, half handshakes', async () => {
-    const seed = await startSeed();
+    const seed = await startSeed({ limiter: new SourceRateLimiter({ burst: 6, refillMs: 3600_000 }) });
     const send = (bytes: Buffer) =>
       new Promise<Buffer>((resolve) => {
         const s = connect({ host: '127.0.0.1', port: seed.port }, () => s.end(bytes));
@@ -195,8 +195,9 @@ describe('join handshake over loopback', () => {
     const half = await send(json({ t: 'hello', v: 1, id, eph: b64(new Uint8Array(32).fill(1)), nonce: b64(new Uint8Array(32).fill(2)) }));
     expect(half.length).toBeGreaterThan(0); // it got the challenge, then the connection ended
     expect(seed.server.stats.errors).toBeGreaterThanOrEqual(3);
-    // Still serving, and the token is unspent.
+    // Still serving, and the token is unspent; garbage counted against the source's rate.
     await joinMesh({ token, ...joiner() });
+    expect((await refusal(joinMesh({ token, ...joiner() }))).code).toBe('rate-limited');
   });
 
   it('a joiner whose grant was lost can retry with the same identity; another identity with the same name cannot', async () => {
