@@ -168,7 +168,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     await agent.start();
     cleanups.unshift(() => agent.stop({ leave: config.leaveOnExit }));
     // Join tokens (issue 7): the join listener on <underlay>:--join-port and the /v1/token, /v1/node routes.
-    const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort });
+    const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, keyring: meshKeys.keyring, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort });
     cleanups.unshift(() => tokens.close());
     // Audit trail: rejected records and packets, aggregated per minute (never a line per packet).
     const rejections = startRejectionAudit({ logger: log, intervalMs: 60_000, read: () => readRejections(metrics.rejectedRecords, () => mesh?.stats() as unknown as Record<string, unknown> | undefined) });

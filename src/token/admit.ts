@@ -47,7 +47,11 @@ export interface AdmitterOptions {
   readonly mesh: TokenMesh;
   /** This member's name and identity (signs admissions). */
   readonly self: { readonly name: string; readonly identity: Identity };
-  readonly meshKey: Uint8Array;
+  /**
+   * The mesh key: fixed, or read live (the agent's keyring primary, which mesh-key rotation changes). Joiners
+   * get the current one; tokens name the authority of the key current when they were created.
+   */
+  readonly meshKey: Uint8Array | (() => Uint8Array);
   /** ms since the epoch. */
   readonly clock: () => number;
   readonly sleep: (ms: number) => Promise<void>;
@@ -76,12 +80,41 @@ export interface CreateTokenRequest {
  */
 export class Admitter {
   readonly #o: AdmitterOptions;
-  readonly authority: Identity;
   readonly #inFlight = new Set<string>();
+  /** Authorities of every mesh key seen (the first, and each later primary), newest last; bounded. */
+  readonly #authorities: { key: Uint8Array; authority: Identity; fp: string }[] = [];
 
   constructor(o: AdmitterOptions) {
     this.#o = o;
-    this.authority = deriveAuthority(o.meshKey);
+    // Remember the authority of the key at startup, so tokens issued before a later rotation still authenticate.
+    void this.authority;
+  }
+
+  /** The current mesh key (primary). Secret. */
+  meshKey(): Uint8Array {
+    return typeof this.#o.meshKey === 'function' ? this.#o.meshKey() : this.#o.meshKey;
+  }
+
+  /** The mesh authority of the current mesh key. */
+  get authority(): Identity {
+    const key = this.meshKey();
+    let a = this.#authorities.find((x) => Buffer.compare(Buffer.from(x.key), Buffer.from(key)) === 0);
+    if (!a) {
+      const authority = deriveAuthority(key);
+      a = { key: new Uint8Array(key), authority, fp: Buffer.from(authorityFingerprint(authority.publicKey)).toString('base64') };
+      this.#authorities.push(a);
+      if (this.#authorities.length > 8) this.#authorities.shift();
+    }
+    return a.authority;
+  }
+
+  /**
+   * The authority a joiner's token names (by base64 fingerprint) among the mesh keys this member has held,
+   * else the current one (the joiner then refuses it: the token predates a mesh key rotation).
+   */
+  authorityFor(fp: string | undefined): Identity {
+    const current = this.authority;
+    return (fp !== undefined ? this.#authorities.find((x) => x.fp === fp)?.authority : undefined) ?? current;
   }
 
   /** The token's verifier as the mesh stores it, or undefined for an unknown id. */

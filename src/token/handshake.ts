@@ -67,6 +67,8 @@ export interface Hello {
   readonly id: string;
   readonly eph: string;
   readonly nonce: string;
+  /** Base64 authority fingerprint the token names, so a seed holding several mesh keys answers with the right one. */
+  readonly fp?: string;
 }
 
 /** The seed's answer to `hello`. */
@@ -130,8 +132,8 @@ export interface JoinGrant {
 }
 
 /** Builds the `hello` message. */
-export function makeHello(id: string, eph: Ephemeral): Hello {
-  return { t: 'hello', v: 1, id, eph: b64(eph.keyPair.publicKey), nonce: b64(eph.nonce) };
+export function makeHello(id: string, eph: Ephemeral, fingerprint?: Uint8Array): Hello {
+  return { t: 'hello', v: 1, id, eph: b64(eph.keyPair.publicKey), nonce: b64(eph.nonce), ...(fingerprint ? { fp: b64(fingerprint) } : {}) };
 }
 
 /** Parses a received frame into one of the messages, checking shapes and bounds. */
@@ -150,7 +152,8 @@ export function parseMessage(frame: Uint8Array): Hello | Challenge | Refuse | Se
       if (typeof v.id !== 'string' || !/^[a-z0-9]{8}$/.test(v.id)) throw new HandshakeError('hello has a bad token id');
       bytes32(v.eph, 'eph');
       bytes32(v.nonce, 'nonce');
-      return { t: 'hello', v: 1, id: v.id, eph: v.eph as string, nonce: v.nonce as string };
+      if (v.fp !== undefined) bytes32(v.fp, 'fp');
+      return { t: 'hello', v: 1, id: v.id, eph: v.eph as string, nonce: v.nonce as string, ...(v.fp !== undefined ? { fp: v.fp as string } : {}) };
     case 'challenge':
       bytes32(v.eph, 'eph');
       bytes32(v.nonce, 'nonce');

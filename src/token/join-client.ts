@@ -106,7 +106,7 @@ async function exchange(sock: Socket, reader: FrameReader, token: JoinToken, o: 
     sock.once('error', (err) => reject(new JoinError('unreachable', `cannot connect: ${err.message}`, { cause: err })));
   });
   const eph = newEphemeral();
-  const hello = makeHello(token.id, eph);
+  const hello = makeHello(token.id, eph, token.fingerprint);
   sock.write(encodeFrame(hello));
   const read = async () => {
     try {

@@ -62,7 +62,6 @@ export interface JoinServerOptions {
   readonly admitter: Admitter;
   /** The admitting member's identity (signs admissions). */
   readonly identity: Identity;
-  readonly meshKey: () => Uint8Array;
   readonly logger: Logger;
   readonly clock: () => number;
   readonly rateLimiter?: SourceRateLimiter;
@@ -128,7 +127,7 @@ export class JoinServer {
     const allowed = this.#limiter.take(source, this.#o.clock());
     const timer = setTimeout(() => sock.destroy(), this.#o.deadlineMs ?? 30_000);
     const reader = new FrameReader(sock);
-    const authority = this.#o.admitter.authority;
+    let authority = this.#o.admitter.authority;
     let hello: Hello | undefined;
     const refuse = (code: RefusalCode, msg: string, extra: Record<string, unknown> = {}): void => {
       this.stats.refused++;
@@ -140,6 +139,7 @@ export class JoinServer {
       const first = parseMessage(await reader.next());
       if (first.t !== 'hello') return refuse('bad-request', 'expected hello');
       hello = first;
+      authority = this.#o.admitter.authorityFor(hello.fp);
       if (!allowed) {
         this.stats.rateLimited++;
         return refuse('rate-limited', 'too many join attempts from this address; wait a minute');
@@ -157,7 +157,7 @@ export class JoinServer {
       const r = await this.#o.admitter.redeem(hello.id, req);
       if (!r.ok) return refuse(r.code, r.msg, { joiner: req.name });
       const signed = signAdmission(this.#o.identity, r.admission);
-      sock.end(encodeFrame(sealGrant(key, { meshKey: this.#o.meshKey(), ...signed, seeds: r.seeds })));
+      sock.end(encodeFrame(sealGrant(key, { meshKey: this.#o.admitter.meshKey(), ...signed, seeds: r.seeds })));
       this.stats.accepted++;
       this.#audit(true, { source, tokenId: hello.id, joiner: req.name, identityKey: req.identityKey }, `node ${req.name} admitted with token ${hello.id}`);
     } catch (err) {

@@ -24,6 +24,8 @@ export interface TokenServiceOptions {
   readonly identitySeed: Uint8Array;
   /** The mesh key handed to admitted joiners; the authority is derived from it. Secret. */
   readonly meshKey: Uint8Array;
+  /** The live keyring (mesh-key rotation): when given, its primary is handed out and names the authority. */
+  readonly keyring?: { primary(): Uint8Array };
   readonly api: ApiServer;
   readonly logger: Logger;
   /** Address the join listener binds and advertises in tokens (the mesh's listen address). */
@@ -57,7 +59,7 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
   const admitter = new Admitter({
     mesh: o.mesh,
     self: { name: o.name, identity },
-    meshKey: o.meshKey,
+    meshKey: o.keyring ? () => o.keyring!.primary() : o.meshKey,
     clock,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     confirmWindowMs: o.confirmWindowMs,
@@ -65,7 +67,7 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
   });
   let joinServer: JoinServer | undefined;
   if (o.joinPort > 0) {
-    joinServer = new JoinServer({ admitter, identity, meshKey: () => o.meshKey, logger: o.logger, clock });
+    joinServer = new JoinServer({ admitter, identity, logger: o.logger, clock });
     bound = await joinServer.listen(o.listenAddr, o.joinPort);
   }
   const body = (b: unknown): Record<string, unknown> => {

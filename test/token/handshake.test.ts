@@ -24,7 +24,7 @@ interface Seed {
   setNow(t: number): void;
 }
 
-async function startSeed(opts: { meshKey?: Uint8Array; limiter?: SourceRateLimiter; name?: string; joinAddrs?: () => string[] } = {}): Promise<Seed> {
+async function startSeed(opts: { meshKey?: Uint8Array | (() => Uint8Array); limiter?: SourceRateLimiter; name?: string; joinAddrs?: () => string[] } = {}): Promise<Seed> {
   let now = Date.now();
   const meshKey = opts.meshKey ?? new Uint8Array(32).fill(5);
   const identity = generateIdentity();
@@ -34,7 +34,7 @@ async function startSeed(opts: { meshKey?: Uint8Array; limiter?: SourceRateLimit
   const logger = pino({ level: 'info' }, { write: (s: string) => void audit.push(JSON.parse(s) as Record<string, unknown>) });
   let port = 0;
   const admitter = new Admitter({ mesh, self: { name, identity }, meshKey, clock: () => now, sleep: async () => {}, joinAddresses: opts.joinAddrs ?? (() => [`127.0.0.1:${port}`]) });
-  const server = new JoinServer({ admitter, identity, meshKey: () => meshKey, logger, clock: () => now, rateLimiter: opts.limiter });
+  const server = new JoinServer({ admitter, identity, logger, clock: () => now, rateLimiter: opts.limiter });
   servers.push(server);
   port = await server.listen('127.0.0.1', 0);
   return { server, admitter, mesh, port, audit: audit, setNow: (t) => (now = t) };
@@ -227,5 +227,25 @@ describe('identity proof', () => {
     expect(() => openRequest(key, sealRequest(key, honest), new Uint8Array(32).fill(9))).toThrow(/does not hold/);
     // Wrong session key: the box does not open (forged token).
     expect(openRequest(new Uint8Array(32).fill(3), sealRequest(key, honest), th)).toBeUndefined();
+  });
+
+  it('mesh-key rotation: joiners get the current key; tokens issued under the previous key still authenticate', async () => {
+    const k1 = new Uint8Array(32).fill(21);
+    const k2 = new Uint8Array(32).fill(22);
+    let current = k1;
+    const seed = await startSeed({ meshKey: () => current });
+    const old = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    current = k2;
+    const fresh = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    expect(parseToken(fresh.token).fingerprint).not.toEqual(parseToken(old.token).fingerprint);
+    const g1 = await joinMesh({ token: old.token, ...joiner() });
+    expect(Buffer.from(g1.meshKey).equals(Buffer.from(k2))).toBe(true);
+    const g2 = await joinMesh({ token: fresh.token, ...joiner() });
+    expect(Buffer.from(g2.meshKey).equals(Buffer.from(k2))).toBe(true);
+    // A seed that only ever held k2 cannot answer for a token naming k1's authority.
+    const other = await startSeed({ meshKey: k2, name: 'seed-b' });
+    current = k1;
+    const underK1 = seed.admitter.create({ ttlMs: 60_000, uses: 1, seeds: [`127.0.0.1:${other.port}`] });
+    expect((await refusal(joinMesh({ token: underK1.token, ...joiner() }))).code).toBe('not-mesh');
   });
 });

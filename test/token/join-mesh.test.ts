@@ -58,7 +58,7 @@ describe('tokens over real mesh members (loopback)', () => {
     const svc2 = await startTokenService({ name: 'seed-a', mesh: seedMesh, identitySeed: seedId.seed, meshKey, api, logger: silent, listenAddr: '127.0.0.1', joinPort: 0, confirmWindowMs: 300 });
     cleanups.push(() => svc2.close());
     const { JoinServer } = await import('../../src/token/join-server.ts');
-    const listener = new JoinServer({ admitter: svc2.admitter, identity: seedId, meshKey: () => meshKey, logger: silent, clock: Date.now });
+    const listener = new JoinServer({ admitter: svc2.admitter, identity: seedId, logger: silent, clock: Date.now });
     cleanups.push(() => listener.close());
     const joinPort = await listener.listen('127.0.0.1', 0);
 
