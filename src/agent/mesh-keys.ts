@@ -8,13 +8,13 @@
  * At every step each pair of nodes can open each other's packets, so the mesh never partitions.
  * Keys are only ever shown as ids (the first 8 bytes of their SHA-256, hex); never logged.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Keyring } from '../../mesh/index.ts';
 import { ApiError, type ApiServer } from '../api/server.ts';
+import { writePrivateFile } from '../wireguard/keys.ts';
 
 /** A bad mesh key operation (unknown key, removing the primary, bad key text, unreadable state). */
 export class MeshKeyOpError extends Error {
@@ -166,22 +166,7 @@ export class MeshKeyStore {
 
   async #persist(): Promise<void> {
     const body: Persisted = { version: 1, keys: this.#keys.map((k) => Buffer.from(k).toString('base64')), retired: this.#retired };
-    const dir = dirname(this.#path);
-    const tmp = join(dir, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp-keyring`);
-    try {
-      const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-      try {
-        await fh.chmod(0o600);
-        await fh.writeFile(`${JSON.stringify(body)}\n`);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.#path);
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw err;
-    }
+    await writePrivateFile(this.#path, `${JSON.stringify(body)}\n`, 'replace');
   }
 }
 

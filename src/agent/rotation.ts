@@ -6,12 +6,8 @@
  * off by default). Established TCP connections survive: the outage is the gossip delay of the
  * new record plus one handshake, which TCP retransmission covers.
  */
-import { constants as fsc } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { generatePrivateKey, publicKeyFromPrivate } from '../wireguard/keys.ts';
+import { generatePrivateKey, publicKeyFromPrivate, writePrivateFile } from '../wireguard/keys.ts';
 
 /** Rotation failed (file, device or publication); the old key stays in force when the file was not replaced. */
 export class KeyRotationError extends Error {
@@ -27,32 +23,15 @@ export interface RotatedKey {
 }
 
 /**
- * Writes a new private key to `path` atomically: a 0600 temporary file in the same directory,
- * fsynced, renamed over the old one, then the directory fsynced. A crash leaves either the old or
- * the new key, never a partial file.
+ * Writes a new private key to `path` atomically ({@link writePrivateFile}: a 0600 temporary file in
+ * the same directory, fsynced, renamed over the old one, then the directory fsynced). A crash
+ * leaves either the old or the new key, never a partial file.
  */
 export async function writeNewPrivateKey(path: string, clock: () => number = Date.now, random?: (n: number) => Uint8Array): Promise<RotatedKey> {
   const privateKey = generatePrivateKey(random);
-  const dir = dirname(path);
-  const tmp = join(dir, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp-key`);
   try {
-    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-    try {
-      await fh.chmod(0o600);
-      await fh.writeFile(`${privateKey}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    const d = await open(dir, fsc.O_RDONLY);
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+    await writePrivateFile(path, `${privateKey}\n`, 'replace');
   } catch (err) {
-    await unlink(tmp).catch(() => {});
     throw new KeyRotationError(`rotation: cannot write the new key to ${path}: ${(err as Error).message}`, { cause: err });
   }
   return { privateKey, publicKey: publicKeyFromPrivate(privateKey), createdAt: clock() };

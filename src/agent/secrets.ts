@@ -6,8 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { link, mkdir, open, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir, open } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { writePrivateFile } from '../wireguard/keys.ts';
 
 /** A secret file is missing, unsafe (mode, symlink, not a regular file) or malformed. */
 export class SecretFileError extends Error {
@@ -61,26 +62,16 @@ export async function loadOrCreateSecretFile(path: string, random: (n: number) =
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const value = random(32);
   if (value.length !== 32) throw new SecretFileError(path, 'random source returned the wrong length');
-  const tmp = join(dir, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp-secret`);
+  let written: boolean;
   try {
-    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-    try {
-      await fh.chmod(0o600);
-      await fh.writeFile(`${Buffer.from(value).toString('base64')}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
-      await link(tmp, path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SecretFileError(path, 'cannot create', { cause: err });
-      const theirs = await readSecretFile(path);
-      if (!theirs) throw new SecretFileError(path, 'vanished while being created', { cause: err });
-      return { value: theirs, created: false };
-    }
-  } finally {
-    await unlink(tmp).catch(() => {});
+    written = await writePrivateFile(path, `${Buffer.from(value).toString('base64')}\n`, 'create');
+  } catch (err) {
+    throw new SecretFileError(path, 'cannot create', { cause: err });
+  }
+  if (!written) {
+    const theirs = await readSecretFile(path);
+    if (!theirs) throw new SecretFileError(path, 'vanished while being created');
+    return { value: theirs, created: false };
   }
   return { value, created: true };
 }

@@ -12,7 +12,7 @@
  */
 import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { link, mkdir, open, unlink } from 'node:fs/promises';
+import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import nacl from 'tweetnacl';
 
@@ -134,34 +134,56 @@ export async function loadOrCreatePrivateKey(
     throw new KeyFileError(path, `cannot create directory ${dir}`, { cause: err });
   }
   const privateKey = generatePrivateKey(random);
-  const tmp = join(dir, `.${process.pid}.${cryptoRandomBytes(6).toString('hex')}.tmp-key`);
+  try {
+    if (!(await writePrivateFile(path, `${privateKey}\n`, 'create'))) {
+      // Someone else created it first: theirs wins.
+      const theirs = await readKeyFile(path);
+      if (theirs === null) throw new KeyFileError(path, 'key file vanished while being created');
+      return { privateKey: theirs, publicKey: publicKeyFromPrivate(theirs), created: false };
+    }
+  } catch (err) {
+    if (err instanceof KeyFileError) throw err;
+    throw new KeyFileError(path, 'cannot create private key file', { cause: err });
+  }
+  return { privateKey, publicKey: publicKeyFromPrivate(privateKey), created: true };
+}
+
+/**
+ * Writes `contents` to `path` atomically with mode exactly 0600: a temporary file in the same
+ * directory (O_EXCL, O_NOFOLLOW, fsynced) is renamed over `path` (`replace`) or hard-linked into
+ * place (`create`, which never clobbers: it returns false, writing nothing, when `path` already
+ * exists). The temporary file is always removed; the directory is then fsynced (best effort). A
+ * crash leaves the old file or the new one, never a partial file. Errors are thrown unwrapped, for
+ * the caller to name; they never contain `contents`. Used for every secret file the agent writes.
+ */
+export async function writePrivateFile(path: string, contents: string, how: 'create' | 'replace'): Promise<boolean> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${process.pid}.${cryptoRandomBytes(6).toString('hex')}.tmp`);
   try {
     const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
     try {
       // umask may have cleared bits but never adds any; chmod anyway so the mode is exactly 0600.
       await fh.chmod(0o600);
-      await fh.writeFile(`${privateKey}\n`);
+      await fh.writeFile(contents);
       await fh.sync();
     } finally {
       await fh.close();
     }
-    try {
-      await link(tmp, path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // Someone else created it first: theirs wins.
-      const theirs = await readKeyFile(path);
-      if (theirs === null) throw new KeyFileError(path, 'key file vanished while being created', { cause: err });
-      return { privateKey: theirs, publicKey: publicKeyFromPrivate(theirs), created: false };
+    if (how === 'replace') {
+      await rename(tmp, path);
+    } else {
+      try {
+        await link(tmp, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw err;
+      }
     }
-    await syncDir(dir);
-  } catch (err) {
-    if (err instanceof KeyFileError) throw err;
-    throw new KeyFileError(path, 'cannot create private key file', { cause: err });
   } finally {
     await unlink(tmp).catch(() => {});
   }
-  return { privateKey, publicKey: publicKeyFromPrivate(privateKey), created: true };
+  await syncDir(dir);
+  return true;
 }
 
 /** Reads and validates a key file; null when it does not exist. */
