@@ -56,6 +56,8 @@ export interface Config {
   readonly leaveOnExit: boolean;
   /** TCP port of the join listener (`weft join`, issue 7) on the mesh's listen address; 0 = off. */
   readonly joinPort: number;
+  /** Mesh timing: memberlist's LAN defaults, or its WAN profile for meshes spanning clouds (issue 7). */
+  readonly meshProfile: 'lan' | 'wan';
   /** WireGuard key rotation period in ms (`--key-rotation 24h`); 0 = off (the default). */
   readonly keyRotationMs: number;
 }
@@ -113,6 +115,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('leaveOnExit', '<true|false>', 'announce a graceful mesh leave on SIGTERM (for decommissioning a node)', 'false'),
   opt('keyRotation', '<duration|off>', 'rotate the WireGuard key on this schedule, e.g. 24h (off by default)', 'off'),
   opt('joinPort', '<port>', 'TCP port of the join listener for `weft join` tokens (0 = off)', '7947'),
+  opt('meshProfile', '<lan|wan>', 'mesh timing profile: wan for meshes spanning clouds or the internet (slower probes, longer suspicion)', 'lan'),
 ];
 
 /** Raw values as they come from the command line: strings (or undefined when not given). */
@@ -250,10 +253,11 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     if (ms < 60_000 || ms > 365 * 86_400_000) fail('must be off or between 1m and 365d');
     return ms;
   });
+  const meshProfile = field('meshProfile', (v, fail) => oneOf(v, ['lan', 'wan'] as const, fail));
 
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
-    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs,
+    stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs, meshProfile,
   });
 }
 

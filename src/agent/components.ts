@@ -108,6 +108,7 @@ export async function createMeshFromConfig(config: Config, addr: string, identit
     keyring: meshKey instanceof Keyring ? meshKey : new Keyring(meshKey),
     bindAddr: addr,
     bindPort: config.meshPort,
+    profile: config.meshProfile,
     logger,
   });
 }
