@@ -5,12 +5,14 @@
  * Canonical forms are what the kernel and wireguard-go report back, so that a reconciler comparing
  * desired and actual state never sees a spurious difference: CIDRs have their host bits cleared
  * (`10.1.2.3/24` -> `10.1.2.0/24`), IPv6 is lowercase and compressed (RFC 5952), endpoints are
- * `ip:port` or `[ipv6]:port`.
+ * `ip:port` or `[ipv6]:port`. Address parsing and formatting is {@link parseAddr} / {@link formatAddr}
+ * of src/ipam/cidr.ts (the planner's), so both sides of the diff canonicalize the same way.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import type { WgDeviceUpdate, WgPeerUpdate } from './backend.ts';
 import { WgInputError } from './errors.ts';
 import { isValidKey } from './keys.ts';
+import { formatAddr, parseAddr } from '../ipam/cidr.ts';
 
 /** A parsed IP address: family and network-order bytes (4 or 16). */
 export interface ParsedIP {
@@ -21,55 +23,31 @@ export interface ParsedIP {
 /** Parses an IPv4 or IPv6 literal (no zone, no brackets); null when it is not one. */
 export function parseIP(s: string): ParsedIP | null {
   if (typeof s !== 'string' || s.length > 64) return null;
-  if (isIPv4(s)) return { family: 4, bytes: Uint8Array.from(s.split('.').map(Number)) };
-  if (!isIPv6(s) || s.includes('%')) return null;
-  let str = s;
-  const out = new Uint8Array(16);
-  let tail: number[] = [];
-  const lastColon = str.lastIndexOf(':');
-  if (str.slice(lastColon + 1).includes('.')) {
-    tail = str.slice(lastColon + 1).split('.').map(Number);
-    str = `${str.slice(0, lastColon + 1)}0:0`;
+  let text = s;
+  // parseAddr takes no embedded IPv4 tail (`::ffff:192.0.2.1`), which is valid input here, so a
+  // valid one is rewritten as its two hex groups first.
+  const tail = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (tail && isIPv6(s)) {
+    const [a, b, c, d] = tail.slice(2).map(Number) as [number, number, number, number];
+    text = `${tail[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
-  const [head, rest] = str.includes('::') ? str.split('::') : [str, undefined];
-  const h = head ? head.split(':') : [];
-  const r = rest !== undefined && rest !== '' ? rest.split(':') : [];
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - r.length).fill('0'), ...r];
-  if (groups.length !== 8) return null;
-  groups.forEach((g, i) => {
-    const v = parseInt(g, 16);
-    out[i * 2] = v >> 8;
-    out[i * 2 + 1] = v & 0xff;
-  });
-  if (tail.length === 4) out.set(tail, 12);
-  return { family: 6, bytes: out };
+  let addr: { family: 4 | 6; value: bigint };
+  try {
+    addr = parseAddr(text);
+  } catch {
+    return null;
+  }
+  const bytes = new Uint8Array(addr.family === 4 ? 4 : 16);
+  for (let i = bytes.length - 1, v = addr.value; i >= 0; i--, v >>= 8n) bytes[i] = Number(v & 0xffn);
+  return { family: addr.family, bytes };
 }
 
 /** Formats address bytes (4 or 16) in canonical text form (RFC 5952 for IPv6). */
 export function formatIP(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length !== 16) throw new WgInputError(`wireguard: address of ${bytes.length} bytes`);
-  const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((bytes[i]! << 8) | bytes[i + 1]!);
-  // Longest run of >= 2 zero groups, first one on ties.
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  if (bytes.length !== 4 && bytes.length !== 16) throw new WgInputError(`wireguard: address of ${bytes.length} bytes`);
+  let value = 0n;
+  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
+  return formatAddr(bytes.length === 4 ? 4 : 6, value);
 }
 
 /** A parsed CIDR with host bits cleared. */
