@@ -19,6 +19,9 @@ export interface WgPeer {
   readonly txBytes: number;
 }
 
+/** A {@link WgPeer} being assembled (parsing a dump or reply, or held by the fake backend): every field writable. */
+export type MutableWgPeer = { -readonly [K in keyof WgPeer]: WgPeer[K] } & { allowedIPs: string[] };
+
 /** A device as read back; `privateKey` is present only when the caller may see it. */
 export interface WgDevice {
   readonly name: string;

@@ -6,27 +6,16 @@
  * no-op reconcile wrote nothing. Tests can also change a device behind the reconciler's back
  * (drift) and make the next calls fail, including part-way through a multi-peer set.
  */
-import type { WgBackendKind, WgDevice, WgDeviceUpdate, WgPeer, WireGuardBackend } from './backend.ts';
+import type { MutableWgPeer, WgBackendKind, WgDevice, WgDeviceUpdate, WgPeer, WireGuardBackend } from './backend.ts';
 import { checkIfname, normalizeUpdate } from './addr.ts';
 import { WireGuardError } from './errors.ts';
 import { publicKeyFromPrivate } from './keys.ts';
-
-interface FakePeer {
-  publicKey: string;
-  presharedKey?: string;
-  endpoint?: string;
-  allowedIPs: string[];
-  persistentKeepalive: number;
-  lastHandshake: number;
-  rxBytes: number;
-  txBytes: number;
-}
 
 interface FakeDev {
   privateKey?: string;
   listenPort: number;
   fwmark: number;
-  peers: Map<string, FakePeer>;
+  peers: Map<string, MutableWgPeer>;
 }
 
 /** Write counters of one fake backend (reset with {@link FakeWireGuardBackend.resetCounters}). */
@@ -194,7 +183,7 @@ export class FakeWireGuardBackend implements WireGuardBackend {
       rxBytes: 0,
       txBytes: 0,
     };
-    const next: FakePeer = { ...cur, ...peer, allowedIPs: [...(peer.allowedIPs ?? cur.allowedIPs)] };
+    const next: MutableWgPeer = { ...cur, ...peer, allowedIPs: [...(peer.allowedIPs ?? cur.allowedIPs)] };
     d.peers.set(peer.publicKey, next);
   }
 

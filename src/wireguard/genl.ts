@@ -9,7 +9,7 @@
  * do not fit in one message continues in the next with WGPEER_F_UPDATE_ONLY and without
  * WGPEER_F_REPLACE_ALLOWEDIPS, and WGDEVICE_F_REPLACE_PEERS goes on the first message only.
  */
-import type { WgDevice, WgDeviceUpdate, WgPeer, WgPeerUpdate } from './backend.ts';
+import type { MutableWgPeer, WgDevice, WgDeviceUpdate, WgPeerUpdate } from './backend.ts';
 import { formatEndpoint, formatIP, parseCIDR, parseEndpoint } from './addr.ts';
 import { GenlError } from './errors.ts';
 import { keyFromBase64, keyToBase64, publicKeyFromPrivate } from './keys.ts';
@@ -255,8 +255,6 @@ function parseAllowedIP(d: Buffer): string {
   return `${formatIP(addr.subarray(0, len))}/${mask}`;
 }
 
-type MutablePeer = { -readonly [K in keyof WgPeer]: WgPeer[K] } & { allowedIPs: string[] };
-
 /** Limits applied while parsing a dump. */
 export interface DumpLimits {
   readonly maxPeers: number;
@@ -279,7 +277,7 @@ export function parseDump(
   let privateKey: string | undefined;
   let listenPort = 0;
   let fwmark = 0;
-  const peers: MutablePeer[] = [];
+  const peers: MutableWgPeer[] = [];
   for (const payload of payloads) {
     for (const a of parseAttrs(payload)) {
       switch (a.type) {
@@ -321,8 +319,8 @@ export function parseDump(
   };
 }
 
-function parsePeer(buf: Buffer, limits: DumpLimits): MutablePeer {
-  const p: MutablePeer = { publicKey: '', allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
+function parsePeer(buf: Buffer, limits: DumpLimits): MutableWgPeer {
+  const p: MutableWgPeer = { publicKey: '', allowedIPs: [], persistentKeepalive: 0, lastHandshake: 0, rxBytes: 0, txBytes: 0 };
   for (const a of parseAttrs(buf)) {
     switch (a.type) {
       case WGPEER_A.PUBLIC_KEY:

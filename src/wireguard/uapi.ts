@@ -9,7 +9,7 @@
  * everything before it has already taken effect (see {@link encodeSet}).
  */
 import { createConnection } from 'node:net';
-import type { WgDevice, WgDeviceUpdate, WgPeer } from './backend.ts';
+import type { MutableWgPeer, WgDevice, WgDeviceUpdate, WgPeer } from './backend.ts';
 import { canonicalCIDR, canonicalEndpoint } from './addr.ts';
 import { UapiError } from './errors.ts';
 import { base64ToHex, hexToBase64, publicKeyFromPrivate } from './keys.ts';
@@ -53,17 +53,6 @@ export interface ParseLimits {
 
 /** Defaults: far above any real mesh, low enough that a hostile reply cannot exhaust memory. */
 export const DEFAULT_PARSE_LIMITS: ParseLimits = { maxPeers: 100_000, maxAllowedIPsPerPeer: 65_536 };
-
-interface MutablePeer {
-  publicKey: string;
-  presharedKey?: string;
-  endpoint?: string;
-  allowedIPs: string[];
-  persistentKeepalive: number;
-  lastHandshake: number;
-  rxBytes: number;
-  txBytes: number;
-}
 
 /**
  * Memo of the conversions a `get` reply needs (hex public key -> base64, CIDR and endpoint
@@ -114,8 +103,8 @@ export function parseGet(
   let privateKey: string | undefined;
   let listenPort = 0;
   let fwmark = 0;
-  const peers: MutablePeer[] = [];
-  let cur: MutablePeer | undefined;
+  const peers: MutableWgPeer[] = [];
+  let cur: MutableWgPeer | undefined;
   const bad = (line: string, why: string): never => {
     throw new UapiError(`uapi: get ${name}: ${why} in line ${JSON.stringify(line.slice(0, 40))}`);
   };
