@@ -5,13 +5,13 @@
  * (unless `--seeds` is given). Run again after a restart, it finds the admission for its identity and
  * starts the agent without redeeming the (spent) token again.
  */
-import { constants as fsc } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { AGENT_OPTIONS, type Config, type HostPort } from '../config.ts';
 import { identityFromSeed } from '../../mesh/crypto.ts';
 import { loadOrCreateSecretFile, readSecretFile } from '../agent/secrets.ts';
+import { writePrivateFile } from '../wireguard/keys.ts';
 import { JoinError, joinMesh } from '../token/join-client.ts';
 import { verifyAdmission, type JoinGrant } from '../token/handshake.ts';
 import { TokenFormatError, parseToken } from '../token/token.ts';
@@ -23,25 +23,6 @@ export interface StoredAdmission {
   readonly admissionSig: string;
   readonly admitterKey: string;
   readonly seeds: readonly string[];
-}
-
-/** Writes `data` to `path` atomically with mode 0600. */
-async function writePrivate(path: string, data: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-  try {
-    await fh.chmod(0o600);
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
 }
 
 /** Reads a stored admission that verifies and names this identity, or undefined. */
@@ -82,7 +63,7 @@ export async function joinAndPrepare(config: Config, token: string, log: (line: 
     }
     if (!existing) await loadOrCreateSecretFile(meshKeyFile, () => grant.meshKey);
     stored = { admission: grant.admissionJson, admissionSig: grant.admissionSig, admitterKey: grant.admitterKey, seeds: grant.seeds };
-    await writePrivate(join(config.stateDir, 'admission.json'), `${JSON.stringify(stored, null, 2)}\n`);
+    await writePrivateFile(join(config.stateDir, 'admission.json'), `${JSON.stringify(stored, null, 2)}\n`, 'replace');
     log(`admitted by ${grant.admission.admittedBy} through ${grant.seed} with token ${parsed.id}`);
     joined = true;
   } else {
