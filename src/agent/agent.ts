@@ -5,6 +5,7 @@
  * `wire.ts`. One reconcile runs at a time; triggers that arrive meanwhile coalesce into one more
  * pass. A failed step is logged, counted and retried at the next trigger; it never escapes the loop.
  */
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { MeshHandle, MeshSnapshot } from '../../mesh/api.ts';
 import type { Config } from '../config.ts';
@@ -279,6 +280,7 @@ export class Agent {
     try {
       let snapshot = this.#d.mesh.snapshot();
       this.#sweepStalePods(snapshot);
+      this.#publishObservedEndpoint(snapshot);
       if (reason === 'resync' && this.#claim) {
         // Drift repair for the node side too: a deleted bridge or gateway address comes back.
         try {
@@ -417,6 +419,23 @@ export class Agent {
       claim,
       keepalive: this.#d.keepalive ?? DEFAULT_KEEPALIVE_S,
     });
+    this.#publishNode();
+  }
+
+  /**
+   * NAT (issue 7): when other members see this node's probes come from another address than its own
+   * (`observedSelf`), that address with the WireGuard port (which port-preserving NATs such as Linux
+   * masquerade keep) goes first in the published endpoints, so peers aim at the NAT instead of an
+   * unreachable private address and the datapath does not undo WireGuard's roaming on every resync.
+   */
+  #publishObservedEndpoint(snapshot: MeshSnapshot): void {
+    const o = snapshot.observedSelf;
+    if (!this.#self || !o || isIP(o.addr) === 0) return;
+    const observed = isIP(o.addr) === 6 ? `[${o.addr}]:${this.#d.config.wgPort}` : `${o.addr}:${this.#d.config.wgPort}`;
+    const next = this.#d.endpoints.includes(observed) ? [...this.#d.endpoints] : [observed, ...this.#d.endpoints];
+    if (next.join(',') === this.#self.endpoints.join(',')) return;
+    this.#log.info({ observed, endpoints: next }, 'members see this node behind NAT; publishing the observed endpoint first');
+    this.#self = { ...this.#self, endpoints: next };
     this.#publishNode();
   }
 
