@@ -4,20 +4,18 @@
  * keep no secret in their logs, survive SIGKILL + restart without rewriting the datapath, leave on
  * SIGTERM with the datapath in place, and `--uninstall` removes what weft created.
  */
-import { spawnSync } from 'node:child_process';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabHost, type NodeHandle } from '../../src/lab/host.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
 const REPO = resolve(import.meta.dirname, '..', '..');
 const MAIN = join(REPO, 'src', 'main.ts');
 const NODE = process.execPath;
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const hasWgGo = spawnSync('sh', ['-c', 'command -v wireguard-go'], { encoding: 'utf8' }).status === 0;
-const skip = !isRoot || !hasWgGo;
+const { skip } = labPrerequisites({ tools: ['wireguard-go'] });
 const PREFIX = 'wag1';
 const SUBNET = '198.19.77';
 

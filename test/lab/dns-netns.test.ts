@@ -14,19 +14,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DnsSource } from '../../src/dns/service.ts';
 import type { NodeInfo } from '../../src/model.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const missing = ['ip', 'dig'].filter((c) => !has(c));
-const isRoot = process.getuid?.() === 0;
-const skip = !isRoot || missing.length > 0;
-const why = !isRoot ? ' (skipped: needs root)' : missing.length ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why } = labPrerequisites({ tools: ['ip', 'dig'] });
 
 const tag = process.pid % 100000;
 const nodeNs = `wdns-${tag}-n1`;

@@ -12,33 +12,16 @@
  * The cases run in order and share the lab, because CI has 2 cores for everything.
  * Namespace prefix: wld + 3 random characters.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type LabPod } from '../../src/lab/lab.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import { LAN_TIMING, retransmitLimit, suspicionBounds } from '../../mesh/options.ts';
 
 const ZONE = 'weft.local';
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'mount', 'wg', 'dig'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-// A prefix of its own per run, so concurrent runs on one host never touch each other's labs.
-const PREFIX = skip ? 'wldx' : uniquePrefix('wld');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'mount', 'wg', 'dig'], wireguard: true, prefix: 'wld' });
 
 /** Slack on top of each mesh bound: one gossip/reconcile round on a loaded 2-core host (as e2e-mesh). */
 const SLACK_MS = 3000;

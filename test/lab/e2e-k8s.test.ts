@@ -12,33 +12,17 @@
  * traffic and DNS surviving the API server being stopped; `--uninstall` taking the link-local
  * address away with the bridge. Namespace prefix: wlk.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type LabPod } from '../../src/lab/lab.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 import { FakeApiServer, type KubeObject } from '../k8s/fake-apiserver.ts';
 
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'ping', 'dig'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-const PREFIX = skip ? 'wlkx' : uniquePrefix('wlk');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'dig'], wireguard: true, prefix: 'wlk' });
 const ZONE = 'weft.local';
 const STUB = '169.254.20.11';
 const POD_NS = 'default';

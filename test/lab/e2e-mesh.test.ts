@@ -5,33 +5,16 @@
  * node's peer and routes disappearing within the mesh's detection time, and a fourth node joining.
  * The cases run in order and share the lab, because CI has 2 cores and 30 minutes for everything.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type LabPod } from '../../src/lab/lab.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import { LAN_TIMING, suspicionBounds } from '../../mesh/options.ts';
 import type { CaptureSummary } from '../../src/lab/pcap.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
 const ECHO_PORT = 7777;
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'tcpdump', 'ping', 'wg'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-// A prefix of its own per run, so concurrent runs on one host never touch each other's labs.
-const PREFIX = skip ? 'wlex' : uniquePrefix('wle');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'tcpdump', 'ping', 'wg'], wireguard: true, prefix: 'wle' });
 
 let lab: Lab;
 let capture: { stop: () => Promise<CaptureSummary> } | undefined;

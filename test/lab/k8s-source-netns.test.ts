@@ -13,18 +13,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FakeApiServer, type KubeObject } from '../k8s/fake-apiserver.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const isRoot = process.getuid?.() === 0;
-const skip = !isRoot || !has('ip');
-const why = !isRoot ? ' (skipped: needs root)' : !has('ip') ? ' (skipped: missing ip)' : '';
+const { skip, why } = labPrerequisites({ tools: ['ip'] });
 
 const tag = process.pid % 100000;
 const ns = `wk8s-${tag}-n1`;

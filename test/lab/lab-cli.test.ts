@@ -7,19 +7,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go']),
-];
 
-// A prefix of its own per run, so concurrent runs on one host never touch each other's labs.
-const PREFIX = missing.length > 0 ? 'wlcx' : uniquePrefix('wlc');
-if (missing.length === 0) await removeStaleLabs(/^wlc[a-z0-9]{3}$/);
+const { skip, why, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare'], wireguard: true, prefix: 'wlc' });
+if (!skip) await removeStaleLabs(/^wlc[a-z0-9]{3}$/);
 
 function weft(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 170_000 });
@@ -30,7 +24,7 @@ afterAll(async () => {
   await new LabHost({ prefix: PREFIX }).down();
 }, 60_000);
 
-describe.skipIf(missing.length > 0)(`weft lab CLI${missing.length ? ` (skipped: missing ${missing.join(', ')})` : ''}`, () => {
+describe.skipIf(skip)(`weft lab CLI${why}`, () => {
   it('rejects bad flags with one clear line', () => {
     const r = weft('lab', 'up', '--nodes', '0', '--prefix', PREFIX);
     expect(r.code).not.toBe(0);

@@ -6,23 +6,18 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'ping', 'curl', 'iperf3', 'tcpdump'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go']),
-];
-const PREFIX = missing.length > 0 ? 'wldx' : uniquePrefix('wld');
-if (missing.length === 0) await removeStaleLabs(/^wld[a-z0-9]{3}$/);
+const { skip, why, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'curl', 'iperf3', 'tcpdump'], wireguard: true, prefix: 'wld' });
+if (!skip) await removeStaleLabs(/^wld[a-z0-9]{3}$/);
 
 afterAll(async () => {
   await new LabHost({ prefix: PREFIX }).down();
 }, 60_000);
 
-describe.skipIf(missing.length > 0)(`weft lab demo${missing.length ? ` (skipped: missing ${missing.join(', ')})` : ''}`, () => {
+describe.skipIf(skip)(`weft lab demo${why}`, () => {
   it('pings, curls and transfers across nodes, sees only WireGuard UDP on the underlay, prints weft status, cleans up', () => {
     const r = spawnSync(process.execPath, [MAIN, 'lab', 'demo', '--prefix', PREFIX], { encoding: 'utf8', timeout: 170_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);

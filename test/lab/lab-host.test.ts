@@ -9,19 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkRequirements, LabHost, LabRequirementError, LabStateError, NODE_MOUNTPOINTS, removeStaleLabs, systemRunner, uniquePrefix, type Runner } from '../../src/lab/host.ts';
+import { hasTool, labPrerequisites } from './prerequisites.ts';
 
 const ROOT = '/run/weft-lab';
 const isRoot = process.getuid?.() === 0;
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const canRun = isRoot && has('ip') && has('unshare') && has('nsenter');
-const hasWgGo = has('wireguard-go');
+const canRun = !labPrerequisites({ tools: ['ip', 'unshare', 'nsenter'] }).skip;
+const hasWgGo = hasTool('wireguard-go');
 const WHY = 'needs root, ip, unshare and nsenter (network and mount namespaces)';
 
 /** Everything on the host a lab with `prefix` could leave behind. */

@@ -5,35 +5,19 @@
  * mesh never partitions. A restarted agent keeps the rotated keyring (its key file still holds
  * the retired key) and rejoins; a pod added after the rotation is published to every node.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const NODE = process.execPath;
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-const PREFIX = skip ? 'wobx' : uniquePrefix('wob');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare'], wireguard: true, prefix: 'wob' });
 const log = (msg: string): void => {
   process.stderr.write(`[mesh-key] ${msg}\n`);
 };

@@ -15,19 +15,9 @@ import { UserspaceWireGuardBackend } from '../../src/wireguard/userspace.ts';
 import { WireGuardError } from '../../src/wireguard/errors.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
 import { describeCompliance, type ComplianceHarness } from '../wireguard/compliance.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const missing = ['wireguard-go', 'wg', 'ip', 'nsenter', 'unshare'].filter((c) => !has(c));
-const isRoot = process.getuid?.() === 0;
-const skip = !isRoot || missing.length > 0;
-const why = !isRoot ? ' (skipped: needs root)' : missing.length ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why } = labPrerequisites({ tools: ['wireguard-go', 'wg', 'ip', 'nsenter', 'unshare'] });
 
 /** One lab node: a netns and a mount namespace (held by a sleeping process) with tmpfs on /run/wireguard. */
 export interface LabNode {
