@@ -44,7 +44,7 @@ describe.skipIf(!prepared || !hasQemu)(`kernel VM lane${!prepared || !hasQemu ? 
 
   it('runs the WireGuard compliance suite against the real kernel module', async () => {
     const cmd = `cd ${REPO} && exec sh test/vm/guest/run.sh ${CACHE}`;
-    const append = `console=ttyS0 quiet panic=-1 weft.cmd=${Buffer.from(cmd).toString('base64')}`;
+    const append = `console=ttyS0 quiet panic=-1 weft.repo=${Buffer.from(REPO).toString('base64')} weft.cmd=${Buffer.from(cmd).toString('base64')}`;
     expect(append.length).toBeLessThan(2000);
     qemu = spawn(
       'qemu-system-x86_64',
@@ -52,6 +52,8 @@ describe.skipIf(!prepared || !hasQemu)(`kernel VM lane${!prepared || !hasQemu ? 
         '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '2048', '-nographic', '-no-reboot',
         '-kernel', `${CACHE}/vmlinuz`, '-initrd', `${CACHE}/initramfs.gz`,
         '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
+        // The checkout on its own share: the guest hides the host's /tmp and /run under tmpfs.
+        '-virtfs', `local,path=${REPO},mount_tag=weftrepo,security_model=passthrough,readonly=on,multidevs=remap`,
         '-append', append,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },

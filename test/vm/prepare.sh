@@ -11,7 +11,7 @@ set -eu
 
 CACHE=${WEFT_VM_CACHE:-/var/cache/weft-vm}
 # Bump when the initramfs (init script, module list) changes, so prepared caches are rebuilt.
-INIT_REV=2
+INIT_REV=3
 MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p"
 
 if [ -s "$CACHE/ready" ] && [ -f "$CACHE/vmlinuz" ] && [ -f "$CACHE/initramfs.gz" ] && grep -q " init-$INIT_REV\$" "$CACHE/ready"; then
@@ -98,6 +98,13 @@ mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
+# The checkout under test is shared on its own (tag weftrepo) and mounted at its host path, so a
+# checkout under /tmp or /run, hidden by the tmpfs mounts above, is still visible in the guest.
+REPO=\$(cat /proc/cmdline | tr ' ' '\n' | sed -n 's/^weft.repo=//p' | base64 -d)
+if [ -n "\$REPO" ]; then
+  mkdir -p "/host\$REPO" 2>/dev/null
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose weftrepo "/host\$REPO" || echo "WEFT-VM-ERROR cannot mount the checkout \$REPO over 9p"
+fi
 CMD=\$(cat /proc/cmdline | tr ' ' '\n' | sed -n 's/^weft.cmd=//p')
 echo "\$CMD" >/host/run/weft-vm-cmd.b64
 echo "WEFT-VM-START \$(cut -d' ' -f1 /proc/uptime)"
