@@ -430,14 +430,24 @@ export class Agent {
    */
   #publishObservedEndpoint(snapshot: MeshSnapshot): void {
     const o = snapshot.observedSelf;
-    if (!this.#self || !o || isIP(o.addr) === 0) return;
-    const observed = isIP(o.addr) === 6 ? `[${o.addr}]:${this.#d.config.wgPort}` : `${o.addr}:${this.#d.config.wgPort}`;
-    const next = this.#d.endpoints.includes(observed) ? [...this.#d.endpoints] : [observed, ...this.#d.endpoints];
+    if (!this.#self) return;
+    // Sticky: a member on the same private LAN acks from our own address; that must not withdraw the NAT
+    // address the members outside saw (observedSelf is whichever ack came last).
+    if (o && isIP(o.addr) !== 0) {
+      const seen = isIP(o.addr) === 6 ? `[${o.addr}]:${this.#d.config.wgPort}` : `${o.addr}:${this.#d.config.wgPort}`;
+      if (!this.#d.endpoints.includes(seen)) this.#natEndpoint = seen;
+    }
+    const observed = this.#natEndpoint;
+    if (observed === undefined) return;
+    const next = [observed, ...this.#d.endpoints];
     if (next.join(',') === this.#self.endpoints.join(',')) return;
     this.#log.info({ observed, endpoints: next }, 'members see this node behind NAT; publishing the observed endpoint first');
     this.#self = { ...this.#self, endpoints: next };
     this.#publishNode();
   }
+
+  /** The NAT address members outside this node's LAN see it at (with the WireGuard port), once learned. */
+  #natEndpoint: string | undefined;
 
   #publishNode(): void {
     const payload = JSON.stringify(this.#self);

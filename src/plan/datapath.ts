@@ -7,6 +7,7 @@
  */
 import type { DesiredPeer, DesiredRoute, DesiredState, NodeInfo, RemoteNode } from '../model.ts';
 import { canonicalCIDR, compareCIDR, familyOf, formatEndpoint, hostCIDR, parseEndpoint, tryParseIP, type Family } from './cidr.ts';
+import { endpointsForPeer } from './nat.ts';
 
 /** WireGuard's per-packet overhead over an IPv4 underlay (20 IP + 8 UDP + 32 WireGuard). */
 export const WG_OVERHEAD_V4 = 60;
@@ -107,7 +108,7 @@ export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], con
     }
     const host = hostCIDR(r.info.meshIP);
     if (host && tryParseIP(r.info.meshIP)) allowed.add(host);
-    const endpoint = chooseEndpoint(r.info.endpoints, config.underlayFamilies);
+    const endpoint = chooseEndpoint(endpointsForPeer(r.info.endpoints, self.endpoints), config.underlayFamilies);
     const peer: DesiredPeer = {
       name: r.info.name,
       publicKey: r.info.wgPublicKey,
