@@ -76,6 +76,14 @@ export interface MeshOptions {
   /** Incarnation to start at (a restarted member may pass its last one + 1). */
   readonly incarnation?: number;
   readonly observer?: MeshObserver;
+  /**
+   * NAT: when at least this many distinct live members observed this member's probes coming from one
+   * address:port other than the advertised one (and more of them than saw the advertised one), the
+   * member re-advertises itself there with a new signed alive claim at a higher incarnation, so members
+   * probe the NAT mapping instead of an unreachable private address. Default 2; 0 disables. Never
+   * applies when `advertiseAddr` or `advertisePort` is set: the operator's choice stands.
+   */
+  readonly readvertiseConfirmations?: number;
 }
 
 /** Counters beyond {@link MeshStats}. */
@@ -87,6 +95,8 @@ export interface MeshDetailedStats extends MeshStats {
   readonly unknownOwner: number;
   readonly broadcastsDropped: number;
   readonly refutations: number;
+  /** Times this member moved its advertised address to the one members observe (NAT). */
+  readonly readvertisements: number;
   readonly awareness: number;
 }
 
@@ -114,6 +124,8 @@ interface Bucket {
 
 const NO_ENTRIES: ReadonlyMap<string, SignedEntry> = new Map();
 const EMPTY_HASH = new Uint8Array(DIGEST_HASH_BYTES);
+/** Members whose latest observation of our address is kept (oldest dropped first). */
+const OBSERVATIONS_MAX = 256;
 /** Entries of not-yet-known owners kept at most this many, this long. */
 const PARKED_MAX = 4096;
 const PARKED_MAX_BYTES = 4 * 1024 * 1024;
@@ -166,10 +178,13 @@ export class Mesh implements MeshHandle {
   private seeds: Address[] = [];
   private streamsInFlight = 0;
   private observed: Address | undefined;
+  /** Per member probed directly: the address:port it last saw our probe come from (NAT discovery). */
+  private readonly observations = new Map<string, Address>();
 
   private s = {
     packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, decryptFailures: 0, badSignatures: 0, malformed: 0, rateLimited: 0,
     replayed: 0, unknownMessages: 0, membersRejected: 0, entriesRejected: 0, unknownOwner: 0, refutations: 0,
+    readvertisements: 0,
   };
 
   constructor(opts: MeshOptions, transport: Transport) {
@@ -687,10 +702,47 @@ export class Mesh implements MeshHandle {
     this.changed();
   }
 
-  private refute(incarnation: number): void {
-    this.incarnation = Math.max(this.incarnation, incarnation) + 1;
-    this.s.refutations++;
-    this.adjustAwareness(1);
+  /**
+   * Records where `member` saw our probe come from and re-advertises this member at that address when
+   * enough distinct live members agree on it (see {@link MeshOptions.readvertiseConfirmations}). The
+   * new address travels in an alive claim signed by our identity key at a higher incarnation: members
+   * accept it under the same rules as any alive claim (pinned key, valid signature, higher incarnation).
+   */
+  private observe(member: string, seen: Address): void {
+    const min = this.opts.readvertiseConfirmations ?? 2;
+    if (min <= 0 || this.opts.advertiseAddr !== undefined || this.opts.advertisePort !== undefined) return;
+    if (parseObserved(seen) === undefined) return;
+    this.observations.delete(member);
+    this.observations.set(member, { addr: seen.addr, port: seen.port });
+    if (this.observations.size > OBSERVATIONS_MAX) this.observations.delete(this.observations.keys().next().value!);
+    if (this.leaving || this.stopped) return;
+    const counts = new Map<string, number>();
+    for (const [name, a] of this.observations) {
+      const r = this.members.get(name);
+      if (!r || !this.isOther(r)) {
+        this.observations.delete(name);
+        continue;
+      }
+      const k = `${a.addr}\u0000${a.port}`;
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+    const k = `${seen.addr}\u0000${seen.port}`;
+    const n = counts.get(k) ?? 0;
+    const current = counts.get(`${this.selfAddr.addr}\u0000${this.selfAddr.port}`) ?? 0;
+    if (seen.addr === this.selfAddr.addr && seen.port === this.selfAddr.port) return;
+    // More members must see the new address than the advertised one, so members on our own LAN (who
+    // see the private address) and members outside (who see the NAT) cannot make it flip back and forth.
+    if (n < min || n <= current) return;
+    this.log?.info({ from: this.selfAddr, to: seen, confirmations: n }, 'members observe this member at another address (NAT); re-advertising there');
+    this.selfAddr = { addr: seen.addr, port: seen.port };
+    this.s.readvertisements++;
+    this.announceSelf(this.incarnation + 1);
+    this.changed();
+  }
+
+  /** Signs and spreads an alive claim for this member at `incarnation` and the current address. */
+  private announceSelf(incarnation: number): void {
+    this.incarnation = incarnation;
     const a = this.signAlive();
     const self = this.members.get(this.name);
     this.members.set({
@@ -698,6 +750,12 @@ export class Mesh implements MeshHandle {
       changedAt: this.now(), entries: self?.entries ?? NO_ENTRIES,
     });
     this.queueMsg(`m:${this.name}`, a);
+  }
+
+  private refute(incarnation: number): void {
+    this.s.refutations++;
+    this.adjustAwareness(1);
+    this.announceSelf(Math.max(this.incarnation, incarnation) + 1);
   }
 
   private handleSuspect(s: SuspectMsg, gossip: boolean): void {
@@ -1163,7 +1221,10 @@ export class Mesh implements MeshHandle {
     this.pending.set(seq, {
       timer,
       onAck: (ack) => {
-        if (!indirect && ack.observedAddr !== '') this.observed = { addr: ack.observedAddr, port: ack.observedPort };
+        if (!indirect && ack.observedAddr !== '') {
+          this.observed = { addr: ack.observedAddr, port: ack.observedPort };
+          this.observe(target.name, this.observed);
+        }
         finish(indirect ? 0 : -1, false);
       },
       onNack: () => {
@@ -1246,6 +1307,12 @@ export class Mesh implements MeshHandle {
 
 function eq(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
+/** An observed address worth advertising: a bounded, printable host and a non-zero port. */
+function parseObserved(a: Address): Address | undefined {
+  if (a.port <= 0 || a.port > 0xffff || a.addr.length === 0 || Buffer.byteLength(a.addr) > 64 || !/^[\x21-\x7e]+$/.test(a.addr)) return undefined;
+  return a;
 }
 
 function b64(b: Uint8Array): string {

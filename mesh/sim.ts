@@ -108,6 +108,21 @@ export interface SimOptions {
   readonly startTime?: number;
 }
 
+/** One NAT mapping: a private endpoint's public port, and the remotes it sent to (which may answer). */
+interface NatMapping {
+  readonly inside: Address;
+  readonly port: number;
+  readonly peers: Set<string>;
+}
+
+/** A NAT router: its public address, the mappings by public port and by private endpoint. */
+interface SimNat {
+  readonly publicAddr: string;
+  readonly byPort: Map<number, NatMapping>;
+  readonly byInside: Map<string, NatMapping>;
+  nextPort: number;
+}
+
 /** Traffic counters of one simulated address. */
 export interface SimCounters {
   packetsSent: number;
@@ -127,6 +142,9 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, SimTransport>();
   private readonly down = new Set<string>();
   private groups: Map<string, number> | undefined;
+  /** NAT routers by public address, and the router each private address sits behind. */
+  private readonly nats = new Map<string, SimNat>();
+  private readonly behind = new Map<string, SimNat>();
   private readonly seed: number;
   private forks = 0;
   /** Set when a promise was settled, so {@link run} yields to let continuations run in order. */
@@ -187,6 +205,58 @@ export class SimNetwork {
     this.down.delete(addr);
   }
 
+  /**
+   * Puts `privateAddr` behind a NAT router with public address `publicAddr` (several private addresses
+   * may share one router: they form a LAN and reach each other's private addresses directly). Like
+   * Linux masquerade with one socket per member: outbound datagrams leave from `publicAddr` on a
+   * mapping per private endpoint (its own port when free on the router, else the next one from 40000);
+   * inbound datagrams reach the private endpoint only through its mapping and only from a remote it
+   * sent to (address- and port-dependent filtering). No hairpinning: a member behind the router cannot
+   * reach the router's public address. Streams (TCP) cross outbound only. Mappings never expire.
+   */
+  nat(privateAddr: string, publicAddr: string): void {
+    if (this.behind.has(privateAddr) || this.behind.has(publicAddr) || this.nats.has(privateAddr)) {
+      throw new TransportError(`sim: ${privateAddr} or ${publicAddr} is already part of a NAT`);
+    }
+    let nat = this.nats.get(publicAddr);
+    if (!nat) {
+      nat = { publicAddr, byPort: new Map(), byInside: new Map(), nextPort: 40_000 };
+      this.nats.set(publicAddr, nat);
+    }
+    this.behind.set(privateAddr, nat);
+  }
+
+  /**
+   * Where a datagram or stream from `from` to `to` goes through the NATs, and the source the receiver
+   * sees; undefined if a NAT drops it. Outbound traffic creates the mapping and permits the remote.
+   */
+  private route(from: Address, to: Address, stream: boolean): { src: Address; dst: Address } | undefined {
+    const mine = this.behind.get(from.addr);
+    const theirs = this.behind.get(to.addr);
+    if (theirs) return mine === theirs ? { src: from, dst: to } : undefined; // a private address: same LAN only
+    const router = this.nats.get(to.addr);
+    if (router && mine === router) return undefined; // no hairpinning
+    const src = mine ? this.mapOut(mine, from, to) : from;
+    if (!router) return { src, dst: to };
+    if (stream) return undefined; // no inbound connections through a NAT
+    const m = router.byPort.get(to.port);
+    if (!m || !m.peers.has(key(src))) return undefined;
+    return { src, dst: m.inside };
+  }
+
+  private mapOut(nat: SimNat, inside: Address, to: Address): Address {
+    let m = nat.byInside.get(key(inside));
+    if (!m) {
+      let port = inside.port;
+      while (nat.byPort.has(port)) port = nat.nextPort++;
+      m = { inside, port, peers: new Set() };
+      nat.byInside.set(key(inside), m);
+      nat.byPort.set(port, m);
+    }
+    m.peers.add(key(to));
+    return { addr: nat.publicAddr, port: m.port };
+  }
+
   /** True if traffic can flow from `a` to `b`. */
   reachable(a: string, b: string): boolean {
     if (this.down.has(a) || this.down.has(b)) return false;
@@ -214,18 +284,21 @@ export class SimNetwork {
     c.bytesSent += data.length;
     this.totalBytes += data.length;
     this.totalPackets++;
-    if (!this.reachable(from.addr, to.addr)) return;
+    const routed = this.nats.size === 0 ? { src: from, dst: to } : this.route(from, to, false);
+    if (!routed) return;
+    const { src, dst: inner } = routed;
+    if (!this.reachable(from.addr, inner.addr)) return;
     if (this.loss > 0 && this.random() < this.loss) return;
     // No copy: transports hand over freshly sealed buffers and never reuse them.
     const copy = data;
     this.clock.setTimeout(() => {
-      if (!this.reachable(from.addr, to.addr)) return;
-      const dst = this.endpoints.get(key(to));
+      if (!this.reachable(from.addr, inner.addr)) return;
+      const dst = this.endpoints.get(key(inner));
       if (!dst) return;
-      const rc = this.counter(to.addr);
+      const rc = this.counter(inner.addr);
       rc.packetsReceived++;
       rc.bytesReceived += copy.length;
-      dst.deliverPacket(copy, from);
+      dst.deliverPacket(copy, src);
     }, this.delay());
   }
 
@@ -246,15 +319,16 @@ export class SimNetwork {
       };
       const timer = this.clock.setTimeout(() => settle(new TransportError(`sim: request to ${key(to)} timed out`)), timeoutMs);
       const copy = new Uint8Array(data);
+      const routed = this.nats.size === 0 ? { src: from, dst: to } : this.route(from, to, true);
       this.clock.setTimeout(() => {
-        const dst = this.endpoints.get(key(to));
-        if (!dst || !this.reachable(from.addr, to.addr)) {
+        const dst = routed && this.endpoints.get(key(routed.dst));
+        if (!routed || !dst || !this.reachable(from.addr, to.addr)) {
           settle(new TransportError(`sim: connect to ${key(to)} refused`));
           return;
         }
         this.counter(to.addr).bytesReceived += copy.length;
         this.needsFlush = true;
-        dst.deliverRequest(copy, from).then(
+        dst.deliverRequest(copy, routed.src).then(
           (reply) => {
             this.needsFlush = true;
             this.counter(to.addr).bytesSent += reply.length;

@@ -59,7 +59,10 @@ export class SimCluster {
   }
 
   /** Creates member `i` (not started). */
-  create(i: number, extra: { bootstrap?: SharedMemberView; keyring?: Keyring; identity?: Identity; incarnation?: number } = {}): Mesh {
+  create(
+    i: number,
+    extra: { bootstrap?: SharedMemberView; keyring?: Keyring; identity?: Identity; incarnation?: number; advertiseAddr?: string; readvertiseConfirmations?: number } = {},
+  ): Mesh {
     const identity = extra.identity ?? simIdentity(i);
     this.identities[i] = identity;
     const m = new Mesh(
@@ -77,6 +80,8 @@ export class SimCluster {
         bootstrap: extra.bootstrap,
         incarnation: extra.incarnation,
         observer: this.o.observer?.(i),
+        advertiseAddr: extra.advertiseAddr,
+        readvertiseConfirmations: extra.readvertiseConfirmations,
       },
       this.net.transport(simAddr(i), SIM_PORT),
     );
