@@ -1220,10 +1220,12 @@ export class Mesh implements MeshHandle {
     }, this.scaled(this.timing.probeTimeoutMs));
     this.pending.set(seq, {
       timer,
-      onAck: (ack) => {
+      onAck: (ack, from) => {
+        // Only a direct ack from the address probed counts towards re-advertising: one from
+        // elsewhere (spoofed, or a multihomed target answering from another address) does not.
         if (!indirect && ack.observedAddr !== '') {
           this.observed = { addr: ack.observedAddr, port: ack.observedPort };
-          this.observe(target.name, this.observed);
+          if (from.addr === to.addr && from.port === to.port) this.observe(target.name, this.observed);
         }
         finish(indirect ? 0 : -1, false);
       },

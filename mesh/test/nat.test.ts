@@ -126,6 +126,26 @@ describe('NAT: re-advertise at the observed address', () => {
     }
   });
 
+  it('a NATed member that restarts (same identity) re-advertises again and then stays alive', async () => {
+    const { c, suspected } = natCluster(77);
+    cluster = c;
+    await start(c, 5, 1);
+    const atNat = (): boolean => range(5).every((i) => seenAt(c, i, 5)?.addr === PUBLIC && seenAt(c, i, 5)?.state === 'alive');
+    expect(await c.net.runUntilCondition(atNat, 30_000, 50)).toBeDefined();
+    const incBefore = c.nodes[0]!.snapshot().members.find((m) => m.name === simName(5))!.incarnation;
+    await c.nodes[5]!.stop();
+    const m = c.create(5, { identity: c.identities[5] });
+    await c.settle(m.start([`${simAddr(0)}:${SIM_PORT}`]), 20);
+    // It learns its old claim (at the NAT) in the join, refutes it from its private address, then moves again.
+    expect(await c.net.runUntilCondition(() => atNat() && m.stats().readvertisements === 1, 30_000, 50)).toBeDefined();
+    expect(c.nodes[0]!.snapshot().members.find((x) => x.name === simName(5))!.incarnation).toBeGreaterThan(incBefore);
+    await c.net.runFor(10_000);
+    suspected.clear();
+    await c.net.runFor(60_000);
+    expect(suspected.get(simName(5)) ?? 0).toBe(0);
+    for (const i of range(6)) expect(c.nodes[i]!.counts().live).toBe(6);
+  });
+
   it('a mesh without NAT never re-advertises and is never suspected', async () => {
     const { c, suspected } = natCluster(74);
     cluster = c;
