@@ -27,7 +27,6 @@ import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
 import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { followKubeSeeds, mergeKubeSnapshot } from './kube.ts';
-import { startKubeSource } from '../k8s/start.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { delQueueDir } from '../cni/del-queue.ts';
 import { detectUnderlay, enableForwarding, endpointOf, resolveSeeds, systemLookup } from './underlay.ts';
@@ -78,7 +77,10 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 
   // Kubernetes (in a pod, or with --kubeconfig): wait a bounded time for the node's podCIDR and
   // the other nodes as seeds; without it the agent runs from flags and the mesh alone.
-  const kube = startKubeSource(config, logger);
+  // The Kubernetes client costs about 90 MB of memory to load, so it is imported only where there
+  // is Kubernetes to talk to (the same rule loadKubeConfig applies).
+  const wantsKube = config.kubeconfig !== undefined || (process.env.KUBERNETES_SERVICE_HOST ?? '') !== '';
+  const kube = wantsKube ? (await import('../k8s/start.ts')).startKubeSource(config, logger) : undefined;
   if (kube) {
     const snap = await kube.waitForSync(10_000);
     const merged = mergeKubeSnapshot(config, snap);
