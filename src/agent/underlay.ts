@@ -48,15 +48,23 @@ export function pickUnderlay(
   return { addr: pick.info.address, family: pick.info.family === 'IPv6' ? 6 : 4, ifname: pick.ifname };
 }
 
-/** Reads the underlay of this host (network namespace), including the interface MTU from sysfs. */
-export async function detectUnderlay(listenAddr: string | undefined, exclude: readonly string[] = []): Promise<Underlay> {
+/** Reads an interface's MTU in the caller's network namespace; undefined when it cannot tell. */
+export type LinkMtuReader = (ifname: string) => Promise<number | undefined>;
+
+/**
+ * Reads the underlay of this host (network namespace), including the interface MTU from
+ * `linkMtu` (the agent passes an rtnetlink query). Not from sysfs: /sys shows the interfaces of the
+ * namespace it was mounted in, which need not be the caller's, and a wrong underlay MTU becomes a
+ * wrong WireGuard MTU on every node. Falls back to Ethernet's 1500 when the reader cannot tell.
+ */
+export async function detectUnderlay(listenAddr: string | undefined, exclude: readonly string[], linkMtu: LinkMtuReader): Promise<Underlay> {
   const u = pickUnderlay(listenAddr, networkInterfaces(), exclude);
   let mtu = 1500;
   try {
-    const n = Number((await readFile(`/sys/class/net/${u.ifname}/mtu`, 'utf8')).trim());
-    if (Number.isInteger(n) && n >= 576 && n <= 65_535) mtu = n;
+    const n = await linkMtu(u.ifname);
+    if (n !== undefined && Number.isInteger(n) && n >= 576 && n <= 65_535) mtu = n;
   } catch {
-    // sysfs not mounted for this namespace: assume Ethernet
+    // no answer: assume Ethernet
   }
   return { ...u, mtu };
 }

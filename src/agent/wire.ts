@@ -29,8 +29,19 @@ import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { followKubeSeeds, mergeKubeSnapshot } from './kube.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { delQueueDir } from '../cni/del-queue.ts';
+import { LinuxRtNetlink } from '../datapath/rtnetlink-linux.ts';
 import { detectUnderlay, enableForwarding, endpointOf, resolveSeeds, systemLookup } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Datapath, type Dns } from './components.ts';
+
+/** An interface's MTU from rtnetlink in this process's network namespace (one short-lived socket). */
+async function rtnetlinkMtu(ifname: string): Promise<number | undefined> {
+  const rt = new LinuxRtNetlink();
+  try {
+    return (await rt.getLink(ifname))?.mtu;
+  } finally {
+    await rt.close();
+  }
+}
 
 /** Bridge carrying the pod gateway address (decision: `weftbr0`). */
 export const BRIDGE = 'weftbr0';
@@ -72,7 +83,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
   if (wgKey.created) log.info({ publicKey: wgKey.publicKey }, 'created a new WireGuard key');
   if (identitySeed.created) log.info('created a new mesh identity');
 
-  const underlay = await detectUnderlay(config.listenAddr, [config.ifname]);
+  const underlay = await detectUnderlay(config.listenAddr, [config.ifname], rtnetlinkMtu);
   log.info({ addr: underlay.addr, ifname: underlay.ifname, mtu: underlay.mtu }, 'underlay');
 
   // Kubernetes (in a pod, or with --kubeconfig): wait a bounded time for the node's podCIDR and

@@ -7,7 +7,8 @@ import type { MemberView, MeshSnapshot } from '../../mesh/api.ts';
 import { FileBlockStore, BlockStoreError } from '../../src/agent/block-store.ts';
 import { blockLost, buildNodeInfo, diffPodEntries, ownPodEntries, podKey, takenBlocks } from '../../src/agent/records.ts';
 import { loadOrCreateSecretFile, readSecretFile, requireSecretFile, SecretFileError } from '../../src/agent/secrets.ts';
-import { endpointOf, pickUnderlay, resolveSeeds, UnderlayError } from '../../src/agent/underlay.ts';
+import { detectUnderlay, endpointOf, pickUnderlay, resolveSeeds, UnderlayError } from '../../src/agent/underlay.ts';
+import { networkInterfaces } from 'node:os';
 import type { NodeInfo, RemoteNode } from '../../src/model.ts';
 
 const enc = new TextEncoder();
@@ -176,5 +177,23 @@ describe('files', () => {
     await s.clear();
     await s.clear();
     expect(await s.load()).toBeUndefined();
+  });
+});
+
+describe('detectUnderlay', () => {
+  const hasUnderlay = Object.values(networkInterfaces()).some((l) => (l ?? []).some((a) => !a.internal));
+  it.skipIf(!hasUnderlay)('takes the MTU from the injected reader (rtnetlink in the agent), for the chosen interface', async () => {
+    const asked: string[] = [];
+    const u = await detectUnderlay(undefined, [], async (ifname) => {
+      asked.push(ifname);
+      return 1234;
+    });
+    expect(u.mtu).toBe(1234);
+    expect(asked).toEqual([u.ifname]);
+  });
+  it.skipIf(!hasUnderlay)('falls back to 1500 when the reader fails, cannot tell, or answers nonsense', async () => {
+    expect((await detectUnderlay(undefined, [], async () => { throw new Error('netlink down'); })).mtu).toBe(1500);
+    expect((await detectUnderlay(undefined, [], async () => undefined)).mtu).toBe(1500);
+    expect((await detectUnderlay(undefined, [], async () => 12)).mtu).toBe(1500);
   });
 });

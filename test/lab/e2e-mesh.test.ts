@@ -58,6 +58,17 @@ function pod(name: string): LabPod {
 }
 
 describe.skipIf(skip)(`e2e: 3 nodes x 2 pods${WHY}`, () => {
+  it('every node sizes WireGuard from its own underlay: MTU = the node\'s underlay MTU - 60 (IPv4)', async () => {
+    const mtuOf = async (node: string, ifname: string): Promise<number> => {
+      const links = JSON.parse((await lab.exec(node, ['ip', '-j', 'link', 'show', 'dev', ifname])).stdout) as { mtu: number }[];
+      return links[0]!.mtu;
+    };
+    for (const n of lab.meta.nodes) {
+      const underlay = await mtuOf(n.name, 'eth0');
+      expect(await mtuOf(n.name, 'weft0'), `${n.name}: weft0 vs eth0 (${underlay})`).toBe(underlay - 60);
+    }
+  });
+
   it('every pod reaches every other pod over ICMP and TCP (with an underlay capture running)', async () => {
     capture = await lab.captureUnderlay('e2e-capture');
     const pods = lab.meta.pods;
