@@ -93,7 +93,11 @@ describe('KeyRotator schedule and --key-rotation', () => {
     const triggers: string[] = [];
     const r = new KeyRotator({ keyPath: join(dir, 'wg.key'), logger, everyMs: 30, target: { async rotateKey(_next, trigger) { triggers.push(trigger); } } });
     r.start();
-    await new Promise((res) => setTimeout(res, 200));
+    // Wait for two scheduled rotations (bounded), not for a fixed time: each one writes and fsyncs
+    // a key file, which a loaded host can stretch well past the 30 ms period.
+    for (const deadline = Date.now() + 10_000; triggers.length < 2 && Date.now() < deadline; ) {
+      await new Promise((res) => setTimeout(res, 20));
+    }
     r.stop();
     const n = triggers.length;
     expect(n).toBeGreaterThanOrEqual(2);
