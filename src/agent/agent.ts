@@ -16,7 +16,7 @@ import { peerLink, type PeerLink } from '../observe/peers.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
 import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn } from './ports.ts';
 import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
-import { blockLost, buildNodeInfo, diffPodEntries, ownPodEntries, takenBlocks } from './records.ts';
+import { blockConflict, buildNodeInfo, formatBlockConflict, diffPodEntries, ownPodEntries, takenBlocks } from './records.ts';
 
 /**
  * Keepalive every node asks its peers for. Besides holding NAT mappings, it makes a peer that is
@@ -131,6 +131,8 @@ export class Agent {
   readonly #dpLog: Logger;
   readonly #timers: Timers;
   #claim: BlockClaim | undefined;
+  /** The error line last logged for a conflicting fixed --pod-cidr, so it is logged once per conflict. */
+  #fixedConflict: string | undefined;
   #self: NodeInfo | undefined;
   #publishedNode: string | undefined;
   #publishedPods = new Map<string, string>();
@@ -292,14 +294,14 @@ export class Agent {
       }
       let result = this.#plan(snapshot);
       if (result === undefined) return;
-      const winner = this.#claim ? blockLost(this.#d.config.name, this.#claim, result.remotes) : undefined;
-      if (winner !== undefined && this.#d.config.podCIDRs.length === 0) {
-        await this.#reclaim(winner, result.remotes);
+      const conflict = this.#claim ? blockConflict(this.#d.config.name, this.#claim, result.remotes) : undefined;
+      if (conflict !== undefined && this.#d.config.podCIDRs.length === 0) {
+        await this.#reclaim(conflict.holder, result.remotes);
         snapshot = this.#d.mesh.snapshot();
         result = this.#plan(snapshot);
         if (result === undefined) return;
-      } else if (winner !== undefined) {
-        this.#ipamLog.error({ block: this.#claim?.podCIDRs, winner }, 'fixed --pod-cidr conflicts with an older claim; keeping it (fix the configuration)');
+      } else {
+        this.#reportFixedConflict(conflict);
       }
       if (!this.#joined && snapshot.members.some((m) => m.name !== snapshot.self && (m.state === 'alive' || m.state === 'suspect'))) {
         this.#joined = true;
@@ -343,6 +345,26 @@ export class Agent {
       metrics?.planDuration.observe((performance.now() - started) / 1000);
       health?.tick('reconcile');
     }
+  }
+
+  /**
+   * A fixed --pod-cidr is never moved, so a conflict is the operator's to fix: one error line per
+   * distinct conflict (not one per reconcile), and the node stays not ready ('ipam') until it clears.
+   */
+  #reportFixedConflict(conflict: ReturnType<typeof blockConflict>): void {
+    if (conflict === undefined) {
+      if (this.#fixedConflict === undefined) return;
+      this.#fixedConflict = undefined;
+      this.#ipamLog.info({ block: this.#claim?.podCIDRs }, 'the fixed pod block no longer conflicts');
+      this.#d.health?.setReady('ipam', true, 'pod block held');
+      return;
+    }
+    const line = `fixed --pod-cidr refused: ${formatBlockConflict(conflict)} (older claim); give --pod-cidr a block no other node holds`;
+    if (line === this.#fixedConflict) return;
+    this.#fixedConflict = line;
+    this.#d.metrics?.reconcileErrors.inc({ stage: 'ipam' });
+    this.#ipamLog.error({ block: conflict.mine, overlaps: conflict.theirs, holder: conflict.holder }, line);
+    this.#d.health?.setReady('ipam', false, line);
   }
 
   #plan(snapshot: MeshSnapshot): ReturnType<PlanFn> | undefined {

@@ -109,17 +109,39 @@ export function takenBlocks(snapshot: MeshSnapshot): string[] {
   return [...out].sort();
 }
 
+/** One of this node's pod CIDRs lost to an overlapping, older (or same-age, lower-named) claim. */
+export interface BlockConflict {
+  /** This node's CIDR that lost (canonical). */
+  readonly mine: string;
+  /** The winning CIDR it overlaps (canonical); equal to `mine` when both claimed the same block. */
+  readonly theirs: string;
+  /** The node holding `theirs`. */
+  readonly holder: string;
+}
+
 /**
- * Whether this node still owns its block given every other node's claim (resolved by
- * `src/ipam/claims.ts`). All remotes count, whatever their liveness, so a node that is briefly
- * dead keeps its block. Returns the winning node when this node lost any of its CIDRs.
+ * The first of this node's CIDRs it lost given every other node's claim (resolved by
+ * `src/ipam/claims.ts`), or undefined when it holds them all. All remotes count, whatever their
+ * liveness, so a node that is briefly dead keeps its block.
  */
-export function blockLost(self: string, claim: BlockClaim, remotes: readonly RemoteNode[]): string | undefined {
+export function blockConflict(self: string, claim: BlockClaim, remotes: readonly RemoteNode[]): BlockConflict | undefined {
   const claims: IpamClaim[] = claim.podCIDRs.map((cidr) => ({ node: self, cidr, claimedAt: claim.claimedAt }));
   for (const r of remotes) {
     if (r.info.name === self) continue;
     for (const cidr of r.info.podCIDRs) claims.push({ node: r.info.name, cidr, claimedAt: r.info.claimedAt });
   }
-  const { lost } = claimsOf(analyzeClaims(claims), self);
-  return lost[0]?.winner.node;
+  const first = claimsOf(analyzeClaims(claims), self).lost[0];
+  return first ? { mine: first.claim.cidr, theirs: first.winner.cidr, holder: first.winner.node } : undefined;
+}
+
+/** One line naming both CIDRs and the holder, e.g. `pod CIDR 10.244.0.0/23 overlaps 10.244.1.0/24, already held by node b`. */
+export function formatBlockConflict(c: BlockConflict): string {
+  return c.mine === c.theirs
+    ? `pod CIDR ${c.mine} is already held by node ${c.holder}`
+    : `pod CIDR ${c.mine} overlaps ${c.theirs}, already held by node ${c.holder}`;
+}
+
+/** The winning node when this node lost any of its CIDRs; see {@link blockConflict}. */
+export function blockLost(self: string, claim: BlockClaim, remotes: readonly RemoteNode[]): string | undefined {
+  return blockConflict(self, claim, remotes)?.holder;
 }

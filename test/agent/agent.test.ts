@@ -10,6 +10,7 @@ import type { DatapathPort, DatapathStats, DnsPort, HostNetPort } from '../../sr
 import { parseConfig } from '../../src/config.ts';
 import type { DesiredState, NodeInfo, PodRecord, RemoteNode } from '../../src/model.ts';
 import { createAgentMetrics } from '../../src/observe/metrics.ts';
+import { Health } from '../../src/observe/health.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
 import { FakeMesh, FakeMeshNet } from './fake-mesh.ts';
 import type { WgDevice } from '../../src/wireguard/backend.ts';
@@ -94,7 +95,7 @@ function publicKeyOf(name: string): string {
   return keys.get(name)!;
 }
 
-function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null>; adoptGraceMs?: number; logger?: Logger } = {}): Node {
+function makeNode(name: string, index: number, flags: Record<string, string> = {}, dp: DatapathPort = new RecordingDatapath(), extra: { mesh?: FakeMesh; readDevice?: () => Promise<WgDevice | null>; adoptGraceMs?: number; logger?: Logger; health?: Health } = {}): Node {
   const stateDir = join(dir, name);
   const config = parseConfig({ name, listenAddr: `192.0.2.${10 + index}`, stateDir, runDir: join(dir, `${name}-run`), ...flags }, {});
   const host = new RecordingHostNet();
@@ -118,6 +119,7 @@ function makeNode(name: string, index: number, flags: Record<string, string> = {
     dns,
     metrics: createAgentMetrics({}, { processMetrics: false }),
     initialSyncMs: 5,
+    health: extra.health,
   });
   running.push(agent);
   return { name, agent, dp: dp as RecordingDatapath, host, dns, stateDir, publicKey };
@@ -347,6 +349,30 @@ describe('resync', () => {
 });
 
 describe('audit trail and hostile pod sets', () => {
+  it('refuses a fixed --pod-cidr that overlaps a block another cloud already holds: one error line naming both CIDRs and the holder', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    // Cloud 1 hands out /23 blocks; the joiner from cloud 2 was configured with a /24 inside one of them.
+    const holder = makeNode('cloud1-a', 0, { podCidr: '10.244.0.0/23', blockSize: '23' });
+    await holder.agent.start();
+    await settle([holder]);
+    const health = new Health({ clock: Date.now, maxLoopAgeMs: 60_000 });
+    const joiner = makeNode('cloud2-a', 1, { podCidr: '10.244.1.0/24' }, undefined, { logger: capture, health });
+    await joiner.agent.start();
+    await settle([holder, joiner]);
+    for (let i = 0; i < 3; i++) joiner.agent.trigger('resync');
+    await settle([holder, joiner]);
+    const errors = lines.filter((l) => l.level === 50);
+    expect(errors.map((l) => l.msg)).toEqual([
+      'fixed --pod-cidr refused: pod CIDR 10.244.1.0/24 overlaps 10.244.0.0/23, already held by node cloud1-a (older claim); give --pod-cidr a block no other node holds',
+    ]);
+    expect(errors[0]).toMatchObject({ block: '10.244.1.0/24', overlaps: '10.244.0.0/23', holder: 'cloud1-a' });
+    expect(health.readyz().checks.ipam).toEqual({ ok: false, detail: errors[0]!.msg });
+    expect(health.readyz().ok).toBe(false);
+    // The holder's planner gives the block to itself and never routes it to the joiner.
+    expect(holder.dp.last()!.peers.find((p) => p.name === 'cloud2-a')?.allowedIPs ?? []).not.toContain('10.244.1.0/24');
+  });
+
   it('logs one audit line per peer added and removed, and never a key file content', async () => {
     const lines: Record<string, unknown>[] = [];
     const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
