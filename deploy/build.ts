@@ -5,8 +5,12 @@
  * Output (dist/):
  *   weft-cni.mjs   the plugin, one self-contained ES module (no node_modules needed)
  *   weft-cni       /bin/sh launcher: runs weft-cni.mjs with the Node runtime installed next to it
- *   weft.mjs       the CLI/agent (src/main.ts); native modules (the netlink binding) stay external
+ *   weft.mjs       the CLI/agent entry (src/main.ts); native modules (the netlink binding) stay external
  *                  and load from node_modules next to it (the image ships them)
+ *   chunks/*.mjs   code the CLI reaches only through dynamic import() (the Kubernetes client, the
+ *                  bench suite with vega): split out so `weft agent` without Kubernetes never parses
+ *                  or runs it (resident memory). weft.mjs loads them relative to itself, so chunks/
+ *                  must sit next to it.
  *
  * Install layout on a node (deploy/install-cni.sh does this from the DaemonSet's init container):
  *   /opt/cni/bin/weft-cni                    the launcher (the file the runtime executes)
@@ -17,8 +21,8 @@
  * Flags: `--outdir <dir>` writes there instead of dist/ (tests); `--runtime` also copies the running Node binary into dist/weft-runtime/ together with
  * the plugin bundle, giving a ready-to-copy CNI bin directory in dist/.
  */
-import { build } from 'esbuild';
-import { chmod, copyFile, mkdir, rename, writeFile, access } from 'node:fs/promises';
+import { build, type Plugin } from 'esbuild';
+import { chmod, copyFile, mkdir, readFile, rename, rm, writeFile, access } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -52,6 +56,26 @@ fi
 exec "$rt/node" --disable-warning=ExperimentalWarning "$rt/weft-cni.mjs"
 `;
 
+/**
+ * In a bundle every inlined module shares the bundle's `import.meta`, so each `if (import.meta.main)`
+ * block (src/lab/cli.ts, src/lab/probe.ts, bench/suite/peer-feeder.ts, ...) would run as if it were
+ * the program: `node dist/weft.mjs agent` parsed its argv with the lab's own command set and failed
+ * with "unknown command". This plugin makes `import.meta.main` false in every module but the entry.
+ */
+function onlyEntryIsMain(entry: string): Plugin {
+  return {
+    name: 'only-entry-is-main',
+    setup(b) {
+      b.onLoad({ filter: /\.[cm]?ts$/ }, async (args) => {
+        if (args.path === entry) return undefined;
+        const text = await readFile(args.path, 'utf8');
+        if (!text.includes('import.meta.main')) return undefined;
+        return { contents: text.replaceAll('import.meta.main', 'false'), loader: 'ts' };
+      });
+    },
+  };
+}
+
 async function exists(p: string): Promise<boolean> {
   return access(p).then(
     () => true,
@@ -79,11 +103,26 @@ async function main(): Promise<void> {
     logLevel: 'warning' as const,
   };
   // The plugin: fully self-contained, minified (its start-up time is part of ADD latency).
-  await build({ ...common, entryPoints: [join(root, 'src/cni/plugin.ts')], outfile: join(dist, 'weft-cni.mjs'), minify: true });
+  const plugin = join(root, 'src/cni/plugin.ts');
+  await build({ ...common, entryPoints: [plugin], outfile: join(dist, 'weft-cni.mjs'), minify: true, plugins: [onlyEntryIsMain(plugin)] });
   await atomicWrite(join(dist, 'weft-cni'), LAUNCHER, 0o755);
   const cli = join(root, 'src/main.ts');
   if (await exists(cli)) {
-    await build({ ...common, entryPoints: [cli], outfile: join(dist, 'weft.mjs'), external: ['netlink', '*.node'], sourcemap: 'linked' });
+    // splitting (ESM only) turns every dynamic import() into its own chunk; the banner goes into each
+    // chunk, which is a module of its own, so the per-chunk `require`/`__dirname` do not collide.
+    await rm(join(dist, 'chunks'), { recursive: true, force: true });
+    await build({
+      ...common,
+      entryPoints: { weft: cli },
+      outdir: dist,
+      splitting: true,
+      entryNames: '[name]',
+      chunkNames: 'chunks/[name]-[hash]',
+      outExtension: { '.js': '.mjs' },
+      external: ['netlink', '*.node'],
+      sourcemap: 'linked',
+      plugins: [onlyEntryIsMain(cli)],
+    });
   } else {
     console.error('build: src/main.ts not found; skipped dist/weft.mjs');
   }

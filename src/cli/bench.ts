@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { MODES, type Mode } from '../../bench/suite/datapath.ts';
 import type { ControlPlaneSet } from '../../bench/suite/control.ts';
-import { compareReports, loadReport, renderComparison } from '../../bench/suite/compare.ts';
-import { defaultOptions, runBench } from '../../bench/suite/run.ts';
+// run.ts and compare.ts pull in vega/vega-lite (report.ts): loaded on demand in the actions, so
+// every other command (above all `weft agent`) neither parses nor keeps them (the bundle splits
+// dynamic imports into chunks; see deploy/build.ts).
 
 function intIn(lo: number, hi: number): (v: string) => number {
   return (v) => {
@@ -50,6 +51,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--out <dir>', 'report directory (default bench/results/<timestamp>)')
     .action(async (o: { quick: boolean; json: boolean; repeat?: number; seconds?: number; modes?: Mode[]; controlPlane?: ControlPlaneSet; rssPeers?: number; udpRate: string; backend: 'auto' | 'kernel' | 'userspace'; out?: string }) => {
       if (!/^\d+(\.\d+)?[KMG]?$/.test(o.udpRate)) throw new InvalidArgumentError('--udp-rate: a number with an optional K, M or G suffix');
+      const { defaultOptions, runBench } = await import('../../bench/suite/run.ts');
       const d = defaultOptions(o.quick);
       const { report, dir } = await runBench({
         ...d,
@@ -77,6 +79,7 @@ export function registerBenchCommand(program: Command): void {
       return n;
     })
     .action(async (a: string, b: string, o: { failOnRegression?: number }) => {
+      const { compareReports, loadReport, renderComparison } = await import('../../bench/suite/compare.ts');
       const rows = compareReports(await loadReport(a), await loadReport(b), o.failOnRegression);
       process.stdout.write(renderComparison(rows));
       const bad = rows.filter((r) => r.regression);
