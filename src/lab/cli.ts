@@ -52,12 +52,14 @@ export function registerLabCommands(program: Command): void {
     .option('--pods-per-node <m>', 'pods per node', intArg(0, 50), 2)
     .option('--backend <auto|kernel|userspace>', 'WireGuard implementation of the agents', backendArg, 'auto')
     .option('--prefix <p>', 'name prefix of every namespace (several labs can run side by side)', prefixArg, DEFAULT_PREFIX)
+    .option('--clouds <n>', '2: add a second cloud behind a masquerading NAT whose nodes join by token (issue 7)', intArg(1, 2), 1)
+    .option('--cloud2-nodes <n>', 'nodes in cloud 2 with --clouds 2', intArg(1, 50), 1)
     .option('--claim-blocks', 'let the agents claim pod blocks through the mesh instead of fixed 10.244.<i>.0/24')
     .option('--json', 'print the result as JSON')
-    .action(async (o: { nodes: number; podsPerNode: number; backend: 'auto' | 'kernel' | 'userspace'; prefix: string; claimBlocks?: boolean; json?: boolean }) => {
+    .action(async (o: { nodes: number; podsPerNode: number; backend: 'auto' | 'kernel' | 'userspace'; prefix: string; claimBlocks?: boolean; clouds: number; cloud2Nodes: number; json?: boolean }) => {
       try {
         const l = new Lab({ prefix: o.prefix, progress, warn: progress });
-        const meta = await l.up({ nodes: o.nodes, podsPerNode: o.podsPerNode, backend: o.backend, fixedPodCIDRs: !o.claimBlocks });
+        const meta = await l.up({ nodes: o.nodes, podsPerNode: o.podsPerNode, backend: o.backend, fixedPodCIDRs: !o.claimBlocks, clouds: o.clouds === 2 ? 2 : 1, cloud2Nodes: o.cloud2Nodes });
         if (o.json) process.stdout.write(`${JSON.stringify({ prefix: o.prefix, subnet: meta.subnet, nodes: meta.nodes.map(nodeJson), pods: meta.pods }, null, 2)}\n`);
         else process.stdout.write(renderLab(meta.nodes, meta.pods));
       } catch (err) {
@@ -135,9 +137,9 @@ export function registerLabCommands(program: Command): void {
     });
 }
 
-function nodeJson(n: { name: string; netns: string; underlayIP: string; podCIDR: string; meshIP: string; agentPid?: number; ready?: boolean; peers?: number; handshakes?: number; error?: string }) {
+function nodeJson(n: { name: string; netns: string; underlayIP: string; podCIDR: string; meshIP: string; cloud?: 1 | 2; agentPid?: number; ready?: boolean; peers?: number; handshakes?: number; error?: string }) {
   const { name, netns, underlayIP, podCIDR, meshIP, agentPid, ready, peers, handshakes, error } = n;
-  return { name, netns, underlayIP, podCIDR, meshIP, agentPid, ready, peers, handshakes, error };
+  return { name, netns, underlayIP, podCIDR, meshIP, cloud: n.cloud ?? 1, agentPid, ready, peers, handshakes, error };
 }
 
 // Standalone entry (`node src/lab/cli.ts lab up ...`), the same commands as `weft lab ...`.

@@ -18,6 +18,7 @@ import { ApiClient } from '../api/client.ts';
 import type { AgentStatus } from '../agent/agent.ts';
 import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
 import { classifyCapture, parsePcap, type CaptureSummary } from './pcap.ts';
+import { argvPort, cloud2Netns, CLOUD2, LAB_JOIN_PORT, upCloud2 } from './clouds.ts';
 
 /** The repository root (two levels above this file). */
 export const REPO_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -41,6 +42,8 @@ export interface LabNode {
   readonly meshIP: string;
   /** The agent's argv (without the nsenter wrapper), so it can be restarted identically. */
   readonly agentArgv: readonly string[];
+  /** 2 for a node behind the NAT of `--clouds 2` (src/lab/clouds.ts); absent means cloud 1. */
+  readonly cloud?: 1 | 2;
 }
 
 /** A pod as the lab reports it. */
@@ -68,6 +71,8 @@ export interface LabMeta {
   readonly kubeconfig?: string;
   /** Extra arguments every agent gets (e.g. `--dns-listen`). */
   readonly agentArgs?: readonly string[];
+  /** 2 once the NATed second cloud exists (src/lab/clouds.ts). */
+  readonly clouds?: 1 | 2;
   /** Highest node index ever used: a node added later gets a new index, name and block. */
   readonly lastIndex: number;
   readonly nodes: LabNode[];
@@ -113,6 +118,13 @@ export interface UpOptions {
    * connect an API server to the underlay bridge and create the Node objects).
    */
   readonly beforeAgents?: (lab: Lab) => Promise<void>;
+  /**
+   * 2: also build a second cloud behind a masquerading NAT and join `cloud2Nodes` nodes there by
+   * token (src/lab/clouds.ts). Every agent then runs the WAN mesh profile.
+   */
+  readonly clouds?: 1 | 2;
+  /** Nodes in cloud 2 with `clouds: 2`; default 1. `nodes` counts cloud 1 only. */
+  readonly cloud2Nodes?: number;
 }
 
 /** The lab's view for `status`. */
@@ -202,6 +214,12 @@ export class Lab {
     const backend = opts.backend ?? 'auto';
     if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > 50) throw new LabError('lab: --nodes must be between 1 and 50');
     if (!Number.isInteger(opts.podsPerNode) || opts.podsPerNode < 0 || opts.podsPerNode > 50) throw new LabError('lab: --pods-per-node must be between 0 and 50');
+    const clouds = opts.clouds ?? 1;
+    if (clouds !== 1 && clouds !== 2) throw new LabError('lab: --clouds must be 1 or 2');
+    const cloud2Nodes = opts.cloud2Nodes ?? 1;
+    if (clouds === 2 && (!Number.isInteger(cloud2Nodes) || cloud2Nodes < 1 || cloud2Nodes > 50)) throw new LabError('lab: --cloud2-nodes must be between 1 and 50');
+    if (clouds === 2 && opts.kubeconfig) throw new LabError('lab: --clouds 2 joins nodes by token and cannot be combined with a kubeconfig');
+    const agentArgs = clouds === 2 && !(opts.agentArgs ?? []).includes('--mesh-profile') ? [...(opts.agentArgs ?? []), '--mesh-profile', 'wan'] : opts.agentArgs;
     await checkRequirements(this.host.runner, backend);
     await this.host.init();
     try {
@@ -210,7 +228,7 @@ export class Lab {
       const meta: LabMeta = {
         version: 1, subnet, backend, clusterCIDR: LAB_DEFAULTS.clusterCIDR, meshPort: LAB_DEFAULTS.meshPort, wgPort: LAB_DEFAULTS.wgPort,
         cniBinDir, fixedPodCIDRs: opts.kubeconfig ? false : (opts.fixedPodCIDRs ?? true), lastIndex: 0, nodes: [], pods: [],
-        ...(opts.kubeconfig ? { kubeconfig: opts.kubeconfig } : {}), ...(opts.agentArgs ? { agentArgs: [...opts.agentArgs] } : {}),
+        ...(opts.kubeconfig ? { kubeconfig: opts.kubeconfig } : {}), ...(agentArgs ? { agentArgs: [...agentArgs] } : {}),
       };
       await this.host.setMeta(meta as unknown as Record<string, unknown>);
       await this.host.makeDir('shared');
@@ -232,6 +250,10 @@ export class Lab {
       }
       for (const name of names) await this.waitReady(name, opts.readyTimeoutMs ?? 60_000);
       for (const name of names) for (let j = 1; j <= opts.podsPerNode; j++) await this.addPod(name, j);
+      if (clouds === 2) {
+        this.#progress(`lab ${this.prefix}: cloud 2 (${CLOUD2.subnet}) behind a masquerading router, ${cloud2Nodes} node(s) joining by token`);
+        await upCloud2(this, { nodes: cloud2Nodes, podsPerNode: opts.podsPerNode, readyTimeoutMs: Math.max(opts.readyTimeoutMs ?? 90_000, 90_000) });
+      }
       return this.meta;
     } catch (err) {
       this.#progress(`lab ${this.prefix}: up failed, removing what was created: ${(err as Error).message}`);
@@ -484,10 +506,17 @@ export class Lab {
     return [this.nodeBin, join(this.repoDir, 'src', 'lab', 'probe.ts'), ...args];
   }
 
-  /** Starts a capture of the underlay bridge; stop it with the returned function, which returns the summary. */
-  async captureUnderlay(label = 'capture'): Promise<{ stop: () => Promise<CaptureSummary> }> {
+  /**
+   * Starts a capture of an underlay bridge (cloud 1: br0; cloud 2 of `--clouds 2`: br1); stop it
+   * with the returned function, which returns the summary. Every node's WireGuard and mesh port
+   * counts (nodes behind one NAT have their own), and the join listener counts as sealed control.
+   */
+  async captureUnderlay(label = 'capture', cloud: 1 | 2 = 1): Promise<{ stop: () => Promise<CaptureSummary> }> {
+    if (cloud === 2 && this.meta.clouds !== 2) throw new LabError(`lab ${this.prefix}: no cloud 2 (up with --clouds 2)`);
     const file = join(this.host.dir, `${label}.pcap`);
-    await this.host.spawn({ netns: this.underlayNetns }, ['tcpdump', '-i', 'br0', '-n', '-U', '-s', '256', '-Z', 'root', '-w', file], { logFile: join(this.host.dir, `${label}.log`), label });
+    const netns = cloud === 2 ? cloud2Netns(this.prefix) : this.underlayNetns;
+    const bridge = cloud === 2 ? CLOUD2.bridge : 'br0';
+    await this.host.spawn({ netns }, ['tcpdump', '-i', bridge, '-n', '-U', '-s', '256', '-Z', 'root', '-w', file], { logFile: join(this.host.dir, `${label}.log`), label });
     // tcpdump needs a moment to open the interface; wait for the file header.
     await waitFor('tcpdump to start', 5000, async () => (existsSync(file) ? true : undefined), 50);
     return {
@@ -496,7 +525,10 @@ export class Lab {
         await this.host.stopProcesses(label, 'term');
         const frames = parsePcap(new Uint8Array(await readFile(file)));
         const m = this.meta;
-        return classifyCapture(frames, { wgPorts: [m.wgPort], meshPort: m.meshPort, podCIDRs: [m.clusterCIDR] });
+        const ports = (flag: string): number[] => m.nodes.flatMap((n) => argvPort(n.agentArgv, flag) ?? []);
+        const wgPorts = [...new Set([m.wgPort, ...ports('--wg-port')])];
+        const controlPorts = [...new Set([...ports('--mesh-port'), ...(m.clouds === 2 ? [LAB_JOIN_PORT] : [])])].filter((p) => p !== m.meshPort);
+        return classifyCapture(frames, { wgPorts, meshPort: m.meshPort, controlPorts, podCIDRs: [m.clusterCIDR] });
       },
     };
   }

@@ -120,6 +120,11 @@ export interface ClassifyOptions {
   readonly wgPorts: readonly number[];
   /** The mesh gossip port (UDP and TCP): control traffic, sealed with the mesh key. */
   readonly meshPort: number;
+  /**
+   * More sealed control ports counted with the gossip: the mesh ports of nodes behind a NAT (each has
+   * its own) and the join listener (the token handshake is a tweetnacl box exchange).
+   */
+  readonly controlPorts?: readonly number[];
   /** IPv4 CIDRs whose addresses must never appear in an underlay IP header (the cluster/pod CIDRs). */
   readonly podCIDRs: readonly string[];
 }
@@ -131,7 +136,7 @@ export interface CaptureSummary {
   readonly wireguard: number;
   /** Of which transport data messages (type 4): the encrypted pod traffic. */
   readonly wireguardData: number;
-  /** Mesh gossip (UDP or TCP on the mesh port). */
+  /** Mesh gossip and other sealed control traffic (UDP or TCP on the mesh port or a control port). */
   readonly gossip: number;
   readonly arp: number;
   /** Anything else (should be 0): a few samples are kept. */
@@ -189,7 +194,8 @@ export function classifyCapture(frames: readonly Frame[], opts: ClassifyOptions)
       if (f.payload[0] === 4) wireguardData++;
       continue;
     }
-    if ((f.proto === 17 || f.proto === 6) && (f.sport === opts.meshPort || f.dport === opts.meshPort)) {
+    const control = [opts.meshPort, ...(opts.controlPorts ?? [])];
+    if ((f.proto === 17 || f.proto === 6) && (control.includes(f.sport!) || control.includes(f.dport!))) {
       gossip++;
       continue;
     }

@@ -97,6 +97,20 @@ describe('pcap classifier', () => {
     expect(s.other).toBe(5);
   });
 
+  it('counts sealed control ports (NATed mesh ports, the join listener) with the gossip; anything else stays other', () => {
+    const frames = [
+      frame({ src: '198.18.0.254', dst: '198.18.0.11', proto: 17, sport: 7956, dport: 7946, payload: new Uint8Array(200) }),
+      frame({ src: '198.18.0.254', dst: '198.18.0.11', proto: 6, sport: 41000, dport: 7947 }),
+      frame({ src: '198.18.0.254', dst: '198.18.0.11', proto: 17, sport: 51821, dport: 51820, payload: wg(4, 64) }),
+      frame({ src: '198.18.0.254', dst: '198.18.0.11', proto: 6, sport: 41000, dport: 7948 }),
+    ];
+    const s = classifyCapture(parsePcap(pcap(frames)), { ...OPTS, wgPorts: [51820, 51821], controlPorts: [7956, 7947] });
+    expect(s).toMatchObject({ gossip: 2, wireguard: 1, wireguardData: 1, other: 1, podAddress: 0 });
+    expect(s.otherSamples).toEqual(['proto 6 198.18.0.254:41000 -> 198.18.0.11:7948']);
+    // Without the control ports the NATed frames still count by their cloud-1 end (7946, 51820); the join listener does not.
+    expect(classifyCapture(parsePcap(pcap(frames)), OPTS)).toMatchObject({ gossip: 1, wireguard: 1, other: 2 });
+  });
+
   it('WireGuard message shapes', () => {
     expect(isWireGuardMessage(wg(1, 148))).toBe(true);
     expect(isWireGuardMessage(wg(1, 149))).toBe(false);
