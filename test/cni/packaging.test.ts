@@ -13,6 +13,7 @@ import { runPlugin } from './run-plugin.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 let dir: string;
+let out: string;
 let cniBin: string;
 let emptyPath: string;
 let server: Server;
@@ -21,7 +22,7 @@ const seen: { path: string; body: Record<string, unknown> }[] = [];
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'wcni-pkg-'));
-  const out = join(dir, 'dist');
+  out = join(dir, 'dist');
   execFileSync(process.execPath, [join(ROOT, 'deploy/build.ts'), '--outdir', out], { cwd: ROOT, stdio: 'pipe' });
   cniBin = join(dir, 'opt-cni-bin');
   await mkdir(join(cniBin, 'weft-runtime'), { recursive: true });
@@ -58,6 +59,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((r) => server?.close(r));
   if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('bundled weft CLI (what the image runs)', () => {
+  it('offers every command, not only the ones of a module that checks import.meta.main', () => {
+    const help = execFileSync(process.execPath, [join(out, 'weft.mjs'), '--help'], { encoding: 'utf8' });
+    for (const cmd of ['agent', 'status', 'verify', 'audit', 'rotate-key', 'mesh-key', 'lab', 'token', 'node', 'join', 'bench']) {
+      expect(help, `weft --help lists ${cmd}`).toMatch(new RegExp(`^  ${cmd} `, 'm'));
+    }
+    const agentHelp = execFileSync(process.execPath, [join(out, 'weft.mjs'), 'agent', '--help'], { encoding: 'utf8' });
+    expect(agentHelp).toContain('--mesh-key-file');
+  });
 });
 
 describe('packaged weft-cni (no node on PATH)', () => {
