@@ -123,12 +123,20 @@ export async function createJoinToken(lab: Lab, seedNode: string, uses: number, 
   return token;
 }
 
+/**
+ * Starts node `name`'s agent as `weft join <token> <agent flags>` without waiting for it; `argv` (its
+ * recorded agent argv by default) lets a test change a flag. Returns the PID.
+ */
+export async function spawnJoin(lab: Lab, name: string, token: string, argv: readonly string[] = lab.node(name).agentArgv): Promise<number> {
+  const i = argv.indexOf('agent');
+  if (i < 0) throw new RangeError(`lab: the agent argv of ${name} has no "agent" command`);
+  const h = lab.host.node(name);
+  return lab.host.spawn(h, [...argv.slice(0, i), 'join', token, ...argv.slice(i + 1)], { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
+}
+
 /** Starts node `name`'s agent as `weft join <token> <its agent flags>` and waits until it is ready. */
 export async function joinNode(lab: Lab, name: string, token: string, readyTimeoutMs = 90_000): Promise<void> {
-  const argv = lab.node(name).agentArgv;
-  const i = argv.indexOf('agent');
-  const h = lab.host.node(name);
-  await lab.host.spawn(h, [...argv.slice(0, i), 'join', token, ...argv.slice(i + 1)], { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
+  await spawnJoin(lab, name, token);
   await lab.waitReady(name, readyTimeoutMs);
 }
 

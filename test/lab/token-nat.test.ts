@@ -21,7 +21,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
-import { argvPort } from '../../src/lab/clouds.ts';
+import { addCloud2Node, argvPort, createJoinToken, spawnJoin } from '../../src/lab/clouds.ts';
 import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
@@ -139,5 +139,31 @@ describe.skipIf(skip)(`weft join from behind a masquerading NAT${WHY}`, () => {
     log(`${samples} status samples on ${n1}, not alive: ${JSON.stringify(bad)}`);
     expect(samples).toBeGreaterThan(10);
     expect(bad).toEqual([]);
+  }, 120_000);
+
+  it('a cloud-2 joiner whose --pod-cidr overlaps a block cloud 1 holds is refused with one error line naming both CIDRs and the holder', async () => {
+    const n5 = await addCloud2Node(lab);
+    const token = await createJoinToken(lab, n1, 1);
+    // A /23 from another cloud's plan that covers node 1's 10.244.1.0/24 (node 2's 10.244.2.0/24 is outside it).
+    const argv = [...lab.node(n5).agentArgv];
+    argv[argv.indexOf('--pod-cidr') + 1] = '10.244.0.0/23';
+    argv.push('--block-size', '23');
+    await spawnJoin(lab, n5, token, argv);
+    const logFile = join(lab.host.node(n5).logDir, 'agent.log');
+    const refusals = async (): Promise<Array<{ msg: string; block?: string; overlaps?: string; holder?: string }>> =>
+      (await readFile(logFile, 'utf8').catch(() => ''))
+        .split('\n')
+        .filter((l) => l.includes('fixed --pod-cidr refused'))
+        .map((l) => JSON.parse(l) as { msg: string });
+    await waitFor(`${n5} to refuse its overlapping block`, 60_000, async () => ((await refusals()).length > 0 ? true : undefined));
+    // Several reconciles later (mesh changes, a 10 s resync), still exactly one line.
+    await new Promise((r) => setTimeout(r, 12_000));
+    const lines = await refusals();
+    expect(lines.map((l) => l.msg)).toEqual([`fixed --pod-cidr refused: pod CIDR 10.244.0.0/23 overlaps 10.244.1.0/24, already held by node ${n1} (older claim); give --pod-cidr a block no other node holds`]);
+    expect(lines[0]).toMatchObject({ block: '10.244.0.0/23', overlaps: '10.244.1.0/24', holder: n1 });
+    // The mesh keeps the block with its holder: node 1's pod is still reached from cloud 2.
+    const p1 = lab.meta.pods.find((p) => p.node === n1)!;
+    const p3 = lab.meta.pods.find((p) => p.node === n3)!;
+    expect((await lab.exec(p3.netns, ['ping', '-n', '-c', '1', '-W', '2', p1.ip], { check: false })).code).toBe(0);
   }, 120_000);
 });
