@@ -24,6 +24,7 @@ export function renderCapture(s: CaptureSummary): string {
     `  WireGuard UDP:      ${s.wireguard} (${s.wireguardData} encrypted data messages)`,
     `  mesh gossip:        ${s.gossip} (control plane, sealed with the mesh key)`,
     `  ARP:                ${s.arp}`,
+    `  ICMP errors about WireGuard/control traffic: ${s.icmpErrors}`,
     `  anything else:      ${s.other}${s.otherSamples.length ? ` e.g. ${s.otherSamples.slice(0, 3).join('; ')}` : ''}`,
     `  pod address in an IP header: ${s.podAddress}${s.podAddressSamples.length ? ` e.g. ${s.podAddressSamples.slice(0, 3).join('; ')}` : ''}`,
   ];

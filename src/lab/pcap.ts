@@ -22,6 +22,13 @@ export interface Frame {
   readonly payload?: Uint8Array;
   /** The payload's real length, from the UDP header (UDP only). */
   readonly payloadLength?: number;
+  /** ICMPv4 type (ICMP only). */
+  readonly icmpType?: number;
+  /**
+   * For ICMPv4 errors (destination unreachable, time exceeded, parameter problem): the header of the
+   * packet the error quotes, decoded like a frame (ethertype 0x0800, no payload).
+   */
+  readonly quoted?: Frame;
 }
 
 const MAX_FRAMES = 2_000_000;
@@ -59,6 +66,19 @@ function ipv6(b: Uint8Array, at: number): string {
   return parts.join(':');
 }
 
+/** Decodes the IPv4 header (and ports, when captured) that an ICMP error quotes, starting at `off`. */
+function decodeQuotedIPv4(f: Uint8Array, off: number): Frame {
+  const ihl = (f[off]! & 0x0f) * 4;
+  const proto = f[off + 9]!;
+  const src = ipv4(f, off + 12);
+  const dst = ipv4(f, off + 16);
+  const l4 = off + ihl;
+  if ((proto === 17 || proto === 6) && ihl >= 20 && f.length >= l4 + 4) {
+    return { ethertype: 0x0800, src, dst, proto, sport: (f[l4]! << 8) | f[l4 + 1]!, dport: (f[l4 + 2]! << 8) | f[l4 + 3]! };
+  }
+  return { ethertype: 0x0800, src, dst, proto };
+}
+
 /** Decodes one Ethernet frame (with at most one 802.1Q tag). */
 export function decodeEthernet(f: Uint8Array): Frame {
   if (f.length < 14) return { ethertype: -1 };
@@ -83,6 +103,13 @@ export function decodeEthernet(f: Uint8Array): Frame {
         return { ethertype: et, src, dst, proto, sport, dport, payload: f.subarray(l4 + 8), payloadLength: Math.max(0, udpLen - 8) };
       }
       return { ethertype: et, src, dst, proto, sport, dport };
+    }
+    if (proto === 1 && fragOffset === 0 && f.length >= l4 + 4) {
+      const icmpType = f[l4]!;
+      if ((icmpType === 3 || icmpType === 11 || icmpType === 12) && f.length >= l4 + 8 + 20) {
+        return { ethertype: et, src, dst, proto, icmpType, quoted: decodeQuotedIPv4(f, l4 + 8) };
+      }
+      return { ethertype: et, src, dst, proto, icmpType };
     }
     return { ethertype: et, src, dst, proto };
   }
@@ -139,6 +166,8 @@ export interface CaptureSummary {
   /** Mesh gossip and other sealed control traffic (UDP or TCP on the mesh port or a control port). */
   readonly gossip: number;
   readonly arp: number;
+  /** ICMP errors (unreachable, time exceeded) about WireGuard or sealed control traffic: underlay noise, not pod traffic. */
+  readonly icmpErrors: number;
   /** Anything else (should be 0): a few samples are kept. */
   readonly other: number;
   readonly otherSamples: readonly string[];
@@ -166,7 +195,8 @@ function inCidr(ip: string, cidr: string): boolean {
 function describe(f: Frame): string {
   if (f.src === undefined) return `ethertype 0x${f.ethertype.toString(16)}`;
   const ports = f.sport !== undefined ? `:${f.sport} -> ` : ' -> ';
-  return `proto ${f.proto} ${f.src}${ports}${f.dst}${f.dport !== undefined ? `:${f.dport}` : ''}`;
+  const quoted = f.quoted ? ` (icmp type ${f.icmpType} quoting ${describe(f.quoted)})` : '';
+  return `proto ${f.proto} ${f.src}${ports}${f.dst}${f.dport !== undefined ? `:${f.dport}` : ''}${quoted}`;
 }
 
 /** Classifies every frame of a capture. */
@@ -175,12 +205,17 @@ export function classifyCapture(frames: readonly Frame[], opts: ClassifyOptions)
   let wireguardData = 0;
   let gossip = 0;
   let arp = 0;
+  let icmpErrors = 0;
   let other = 0;
   let podAddress = 0;
   const otherSamples: string[] = [];
   const podAddressSamples: string[] = [];
+  const control = [opts.meshPort, ...(opts.controlPorts ?? [])];
+  const carriesPod = (x: Frame): boolean => x.src !== undefined && x.dst !== undefined && opts.podCIDRs.some((c) => inCidr(x.src!, c) || inCidr(x.dst!, c));
+  const onControl = (x: Frame): boolean => (x.proto === 17 || x.proto === 6) && (control.includes(x.sport!) || control.includes(x.dport!));
   for (const f of frames) {
-    if (f.src !== undefined && f.dst !== undefined && opts.podCIDRs.some((c) => inCidr(f.src!, c) || inCidr(f.dst!, c))) {
+    // A pod address in the header, or in the header an ICMP error quotes, is plaintext pod traffic.
+    if (carriesPod(f) || (f.quoted !== undefined && carriesPod(f.quoted))) {
       podAddress++;
       if (podAddressSamples.length < 10) podAddressSamples.push(describe(f));
     }
@@ -194,13 +229,19 @@ export function classifyCapture(frames: readonly Frame[], opts: ClassifyOptions)
       if (f.payload[0] === 4) wireguardData++;
       continue;
     }
-    const control = [opts.meshPort, ...(opts.controlPorts ?? [])];
-    if ((f.proto === 17 || f.proto === 6) && (control.includes(f.sport!) || control.includes(f.dport!))) {
+    if (onControl(f)) {
       gossip++;
+      continue;
+    }
+    // An ICMP error about WireGuard or control traffic (a NAT mapping gone, a port closed during a
+    // restart) is underlay noise; one about anything else stays in `other`.
+    const q = f.quoted;
+    if (q !== undefined && !carriesPod(q) && ((q.proto === 17 && (opts.wgPorts.includes(q.sport!) || opts.wgPorts.includes(q.dport!))) || onControl(q))) {
+      icmpErrors++;
       continue;
     }
     other++;
     if (otherSamples.length < 10) otherSamples.push(describe(f));
   }
-  return { total: frames.length, wireguard, wireguardData, gossip, arp, other, otherSamples, podAddress, podAddressSamples };
+  return { total: frames.length, wireguard, wireguardData, gossip, arp, icmpErrors, other, otherSamples, podAddress, podAddressSamples };
 }

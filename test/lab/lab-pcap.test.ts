@@ -65,7 +65,30 @@ function wg(type: number, len: number): Uint8Array {
   return p;
 }
 
+/** An ICMPv4 error (type, code 0) from `src` to `dst` quoting the IP + first 8 bytes of `orig`. */
+function icmpError(type: number, src: string, dst: string, orig: Uint8Array): Uint8Array {
+  return frame({ src, dst, proto: 1, sport: type << 8, payload: orig.subarray(14, 14 + 28) });
+}
+
 describe('pcap classifier', () => {
+  it('ICMP errors about WireGuard or control traffic are underlay noise; about anything else, other; quoting a pod address, a leak', () => {
+    const wgOut = frame({ src: '192.0.2.11', dst: '198.18.0.12', proto: 17, sport: 51820, dport: 51820, payload: wg(4, 32) });
+    const gossipOut = frame({ src: '192.0.2.11', dst: '198.18.0.12', proto: 17, sport: 7946, dport: 7946, payload: new Uint8Array(64) });
+    const dnsOut = frame({ src: '192.0.2.11', dst: '198.18.0.12', proto: 17, sport: 40000, dport: 53 });
+    const podOut = frame({ src: '10.244.1.2', dst: '198.18.0.12', proto: 17, sport: 51820, dport: 51820, payload: wg(4, 32) });
+    const frames = [
+      icmpError(3, '198.19.0.254', '192.0.2.11', wgOut),
+      icmpError(11, '198.19.0.254', '192.0.2.11', gossipOut),
+      icmpError(3, '198.19.0.254', '192.0.2.11', dnsOut),
+      icmpError(3, '198.19.0.254', '192.0.2.11', podOut),
+      frame({ src: '198.19.0.254', dst: '192.0.2.11', proto: 1, sport: 8 << 8 }),
+    ];
+    const s = classifyCapture(parsePcap(pcap(frames)), OPTS);
+    expect(s).toMatchObject({ total: 5, icmpErrors: 2, other: 3, podAddress: 1 });
+    expect(s.podAddressSamples[0]).toMatch(/icmp type 3 quoting proto 17 10\.244\.1\.2:51820/);
+    expect(s.otherSamples.join('\n')).toMatch(/quoting proto 17 192\.0\.2\.11:40000 -> 198\.18\.0\.12:53/);
+  });
+
   it('counts WireGuard handshakes and data (also when the snap length cut them), gossip and ARP, and nothing else', () => {
     const frames = [
       frame({ src: '198.18.0.11', dst: '198.18.0.12', proto: 17, sport: 51820, dport: 51820, payload: wg(1, 148) }),
