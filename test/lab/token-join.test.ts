@@ -5,31 +5,16 @@
  * are refused with a clear message; the joined node's pod reaches a pod on node 1 and back;
  * `weft node remove` cuts the node off and it cannot rejoin with its old identity. Prefix: wtk.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'ping', 'wg'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-const PREFIX = skip ? 'wtkx' : uniquePrefix('wtk');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'wg'], wireguard: true, prefix: 'wtk' });
 const log = (msg: string): void => void process.stderr.write(`[token-lab] ${msg}\n`);
 
 let lab: Lab;

@@ -15,32 +15,17 @@
  * peers stay present and alive on a cloud-1 node, without flapping. Linux masquerade maps per destination
  * and remaps a colliding source port, so the two cloud-2 nodes also use distinct WireGuard and mesh ports.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
 import { addCloud2Node, argvPort, createJoinToken, spawnJoin } from '../../src/lab/clouds.ts';
-import { LabHost, removeStaleLabs, uniquePrefix } from '../../src/lab/host.ts';
+import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
+import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 
-const has = (tool: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missing = [
-  ...(process.getuid?.() === 0 ? [] : ['root']),
-  ...['ip', 'nsenter', 'unshare', 'ping', 'wg', 'nft'].filter((t) => !has(t)),
-  ...(existsSync('/sys/module/wireguard') || has('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
-];
-const skip = missing.length > 0;
-const PREFIX = skip ? 'wtkx' : uniquePrefix('wtk');
-const WHY = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
+const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'wg', 'nft'], wireguard: true, prefix: 'wtk' });
 const log = (msg: string): void => void process.stderr.write(`[token-nat] ${msg}\n`);
 
 let lab: Lab;
