@@ -15,7 +15,8 @@ import type { MeshEntry, MeshHandle, MeshSnapshot, MemberView } from '../mesh/ap
 import { Agent } from '../src/agent/agent.ts';
 import { datapathFrom } from '../src/agent/components.ts';
 import { makePlanFn } from '../src/agent/plan.ts';
-import type { BlockClaim, BlockStore, HostNetPort } from '../src/agent/ports.ts';
+import type { HostNetPort } from '../src/agent/ports.ts';
+import { MemoryBlockStore } from '../src/agent/block-store.ts';
 import { parseConfig } from '../src/config.ts';
 import { FakeRtNetlink, linkFakes } from '../src/datapath/rtnetlink-fake.ts';
 import { FakeWireGuardBackend } from '../src/wireguard/fake.ts';
@@ -79,19 +80,6 @@ function members(n: number): MemberView[] {
     const entries = new Map<string, MeshEntry>([['node', { key: 'node', version: 1, payload, expiresAt: 0, deleted: false }]]);
     return { name: `rss-${i}`, identityKey: `id-${i}`, addr: `192.0.2.${1 + (i % 250)}`, port: 7946, state: 'alive' as const, incarnation: 1, entries };
   });
-}
-
-class MemoryBlockStore implements BlockStore {
-  claim: BlockClaim | undefined;
-  async load(): Promise<BlockClaim | undefined> {
-    return this.claim;
-  }
-  async save(c: BlockClaim): Promise<void> {
-    this.claim = c;
-  }
-  async clear(): Promise<void> {
-    this.claim = undefined;
-  }
 }
 
 async function main(): Promise<void> {

@@ -63,3 +63,17 @@ export class FileBlockStore implements BlockStore {
     });
   }
 }
+
+/** In-memory {@link BlockStore}: for agents whose claim need not survive the process (tests, benchmarks). */
+export class MemoryBlockStore implements BlockStore {
+  claim: BlockClaim | undefined;
+  async load(): Promise<BlockClaim | undefined> {
+    return this.claim;
+  }
+  async save(c: BlockClaim): Promise<void> {
+    this.claim = c;
+  }
+  async clear(): Promise<void> {
+    this.claim = undefined;
+  }
+}

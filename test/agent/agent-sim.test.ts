@@ -10,26 +10,14 @@ import { SIM_PORT, simAddr, simIdentity } from '../../mesh/testing/sim-cluster.t
 import { Agent, type Timers } from '../../src/agent/agent.ts';
 import { datapathFrom } from '../../src/agent/components.ts';
 import { makePlanFn } from '../../src/agent/plan.ts';
-import type { BlockClaim, BlockStore, HostNetPort } from '../../src/agent/ports.ts';
+import type { HostNetPort } from '../../src/agent/ports.ts';
+import { MemoryBlockStore } from '../../src/agent/block-store.ts';
 import { parseConfig } from '../../src/config.ts';
 import { FakeRtNetlink, linkFakes } from '../../src/datapath/rtnetlink-fake.ts';
 import { FakeWireGuardBackend } from '../../src/wireguard/fake.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
 
 const logger = pino({ level: 'silent' });
-
-class MemoryBlockStore implements BlockStore {
-  claim: BlockClaim | undefined;
-  async load(): Promise<BlockClaim | undefined> {
-    return this.claim;
-  }
-  async save(c: BlockClaim): Promise<void> {
-    this.claim = c;
-  }
-  async clear(): Promise<void> {
-    this.claim = undefined;
-  }
-}
 
 const hostNet: HostNetPort = { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} };
 
