@@ -18,9 +18,10 @@ import type { DesiredState, NodeInfo } from '../../src/model.ts';
 import { planDatapath } from '../../src/plan/datapath.ts';
 import { recordsFromSnapshot } from '../../src/plan/records.ts';
 import { keyPair, member, snapshot } from '../plan/helpers.ts';
-import { DatapathDriver, deleteNamespaces, labPrerequisites, makeUnderlay, nsRun, sh } from './datapath-node.ts';
+import { DatapathDriver, deleteNamespaces, makeUnderlay, nsRun, sh } from './datapath-node.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
-const why = labPrerequisites();
+const { skip, why } = labPrerequisites({ tools: ['ip', 'wg', 'unshare', 'nsenter', 'tcpdump', 'ping', 'wireguard-go'], tun: true });
 const PREFIX = `wdp-l${process.pid % 10000}`;
 const CLUSTER = ['10.244.0.0/16', 'fd00:10::/56'];
 /** Any packet with a pod (cluster) address in its IP header. */
@@ -68,7 +69,7 @@ function ping(ns: string, dst: string, src?: string): boolean {
   }
 }
 
-describe.skipIf(why !== undefined)(`fail-closed leak test${why ? ` (skipped: ${why})` : ''}`, () => {
+describe.skipIf(skip)(`fail-closed leak test${why}`, () => {
   let nodes: string[] = [];
   let underlay = '';
   const drivers: DatapathDriver[] = [];

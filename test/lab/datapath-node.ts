@@ -9,16 +9,6 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { hasTool } from './prerequisites.ts';
-
-/** Commands the lab needs; the tests skip (and say why) when one is missing or not root. */
-export function labPrerequisites(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root';
-  const missing = ['ip', 'wireguard-go', 'wg', 'unshare', 'nsenter', 'tcpdump', 'ping'].filter((c) => !hasTool(c));
-  if (missing.length) return `missing ${missing.join(', ')}`;
-  if (!existsSync('/dev/net/tun')) return 'no /dev/net/tun';
-  return undefined;
-}
 
 /** Runs a command, returning stdout; throws with stderr on failure. */
 export function sh(argv: readonly string[]): string {

@@ -10,12 +10,13 @@ import { WEFT_FALLBACK_METRIC, WEFT_RT_PROTO, type RtRoute } from '../../src/dat
 import { keyPair } from '../plan/helpers.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatapathDriver, deleteNamespaces, labPrerequisites, nsRun, sh } from './datapath-node.ts';
+import { DatapathDriver, deleteNamespaces, nsRun, sh } from './datapath-node.ts';
+import { labPrerequisites } from './prerequisites.ts';
 
-const why = labPrerequisites();
+const { skip, why } = labPrerequisites({ tools: ['ip', 'wg', 'unshare', 'nsenter', 'tcpdump', 'ping', 'wireguard-go'], tun: true });
 const NS = `wdp-r${process.pid % 10000}`;
 
-describe.skipIf(why !== undefined)(`datapath on a real kernel and wireguard-go${why ? ` (skipped: ${why})` : ''}`, () => {
+describe.skipIf(skip)(`datapath on a real kernel and wireguard-go${why}`, () => {
   let d: DatapathDriver;
   const self = keyPair(1);
   const peers = Array.from({ length: 20 }, (_, i) => ({

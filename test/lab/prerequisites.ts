@@ -22,7 +22,7 @@ export function hasTool(tool: string): boolean {
 export interface Prerequisites {
   /** True when anything is missing: the test must skip. */
   readonly skip: boolean;
-  /** What is missing, in order: `root`, then tools, then wireguard-go. */
+  /** What is missing, in order: `root`, then tools, then wireguard-go, then /dev/net/tun. */
   readonly missing: readonly string[];
   /** ` (skipped: missing ...)` to append to a describe/it title, or '' when nothing is missing. */
   readonly why: string;
@@ -34,6 +34,8 @@ export interface PrerequisiteOptions {
   readonly tools: readonly string[];
   /** Also require WireGuard: the kernel module, or wireguard-go on PATH. */
   readonly wireguard?: boolean;
+  /** Also require /dev/net/tun (tests that always run wireguard-go, even where the kernel module exists). */
+  readonly tun?: boolean;
   /** Lab prefix base: the result carries `uniquePrefix(prefix)`, or `${prefix}x` when skipping (never created). */
   readonly prefix?: string;
 }
@@ -46,6 +48,7 @@ export function labPrerequisites(opts: PrerequisiteOptions): Prerequisites & { r
     ...(process.getuid?.() === 0 ? [] : ['root']),
     ...opts.tools.filter((t) => !hasTool(t)),
     ...(!opts.wireguard || existsSync('/sys/module/wireguard') || hasTool('wireguard-go') ? [] : ['wireguard-go (no WireGuard kernel module)']),
+    ...(!opts.tun || existsSync('/dev/net/tun') ? [] : ['/dev/net/tun']),
   ];
   const skip = missing.length > 0;
   const why = skip ? ` (skipped: missing ${missing.join(', ')})` : '';
