@@ -56,7 +56,7 @@ export async function joinAndPrepare(config: Config, token: string, log: (line: 
   let stored = await readStoredAdmission(config.stateDir, config.name, identityKey);
   let joined = false;
   if (!stored || !(await readSecretFile(meshKeyFile))) {
-    const grant: JoinGrant & { seed: string } = await joinMesh({ token: parsed, name: config.name, identity });
+    const grant: JoinGrant & { seed: string } = await joinMesh({ token: parsed, name: config.name, identity, podCIDRs: config.podCIDRs });
     const existing = await readSecretFile(meshKeyFile);
     if (existing && Buffer.compare(Buffer.from(existing), Buffer.from(grant.meshKey)) !== 0) {
       throw new JoinError('protocol', `${meshKeyFile} already holds a different mesh key; remove it to join this mesh`);

@@ -23,12 +23,14 @@ import {
   type TokenListing,
   type TokenState,
 } from './store.ts';
+import { podCidrRefusal, type PodCidrRefusal } from './cidr.ts';
 import { MAX_TTL_MS, MAX_USES, authorityFingerprint, deriveAuthority, formatToken, randomTokenId, randomTokenSecret, tokenVerifier, validateSeed } from './token.ts';
 
 /** What the admission logic needs from the mesh (a subset of `MeshHandle`). */
 export interface TokenMesh {
   snapshot(): MeshSnapshot;
   setLocal(key: string, payload: Uint8Array, ttlMs?: number): void;
+  deleteLocal(key: string): void;
 }
 
 /** A token operation was refused (bad arguments, unknown id). */
@@ -40,7 +42,18 @@ export class TokenOpError extends Error {
 }
 
 /** Outcome of a redemption: granted, or refused with a code and a message for the joiner. */
-export type Redemption = { readonly ok: true; readonly admission: Admission; readonly seeds: readonly string[] } | { readonly ok: false; readonly code: RefusalCode; readonly msg: string };
+export type Redemption =
+  | { readonly ok: true; readonly admission: Admission; readonly seeds: readonly string[] }
+  | { readonly ok: false; readonly code: RefusalCode; readonly msg: string; readonly detail?: Readonly<Record<string, unknown>> };
+
+/** Who asks to be admitted (already authenticated by the handshake). */
+export interface Joiner {
+  readonly name: string;
+  /** Base64 ed25519 identity key. */
+  readonly identityKey: string;
+  /** Fixed pod CIDRs the joiner will claim (`--pod-cidr`); empty or absent = it claims through the mesh. */
+  readonly podCIDRs?: readonly string[];
+}
 
 /** Options of {@link Admitter}. */
 export interface AdmitterOptions {
@@ -63,6 +76,11 @@ export interface AdmitterOptions {
   /** Join listener addresses this member advertises in tokens it creates ("host:port"). */
   readonly joinAddresses: () => readonly string[];
   readonly random?: (n: number) => Uint8Array;
+  /**
+   * The mesh's cluster CIDRs: a joiner's fixed pod CIDR outside them is refused (`cidr-outside`). Absent =
+   * only the overlap check runs.
+   */
+  readonly clusterCIDRs?: readonly string[];
 }
 
 /** Token creation request (from `weft token create`). */
@@ -194,7 +212,7 @@ export class Admitter {
    * revocation, publishes a claim, waits the confirmation window, and admits only if the claim wins
    * (first `uses` claims by claimedAt, seed, joiner). A lost claim gets 'spent'.
    */
-  async redeem(id: string, joiner: { name: string; identityKey: string }): Promise<Redemption> {
+  async redeem(id: string, joiner: Joiner): Promise<Redemption> {
     const { mesh } = this.#o;
     let snap = mesh.snapshot();
     let tokens = collectTokens(snap);
@@ -210,6 +228,9 @@ export class Admitter {
       return { ok: false, code: 'name-taken', msg: `node name ${joiner.name} is held by another identity in the mesh` };
     }
     if (claimOutcome(s, joiner.name) !== 'absent') return { ok: false, code: 'spent', msg: `token ${id} was already redeemed for ${joiner.name}` };
+    // Checked before any claim is published: a refused pod CIDR does not spend the token.
+    const cidr = this.#cidrRefusal(snap, joiner);
+    if (cidr) return cidr;
     if (this.#inFlight.has(joiner.name)) return { ok: false, code: 'bad-request', msg: `a join for ${joiner.name} is already in progress` };
     this.#inFlight.add(joiner.name);
     try {
@@ -223,10 +244,24 @@ export class Admitter {
       if (after?.revoked) return { ok: false, code: 'revoked', msg: `token ${id} was revoked by ${after.revoked.by}` };
       const outcome = claimOutcome(after, joiner.name);
       if (outcome !== 'won') return { ok: false, code: 'spent', msg: `token ${id} was redeemed first by another joiner` };
+      // A block claimed elsewhere during the window: withdraw the claim (a tombstone), so the use is given back.
+      const late = this.#cidrRefusal(snap, joiner);
+      if (late) {
+        mesh.deleteLocal(cw.key);
+        return late;
+      }
       return this.#admit(snap, id, joiner);
     } finally {
       this.#inFlight.delete(joiner.name);
     }
+  }
+
+  #cidrRefusal(snap: MeshSnapshot, joiner: Joiner): Redemption | undefined {
+    if (!joiner.podCIDRs || joiner.podCIDRs.length === 0) return undefined;
+    const r: PodCidrRefusal | undefined = podCidrRefusal(snap, joiner.name, joiner.podCIDRs, this.#o.clusterCIDRs);
+    if (!r) return undefined;
+    const { code, msg, ...detail } = r;
+    return { ok: false, code, msg: code === 'bad-request' ? msg : `${msg}; the token was not spent: join again with another --pod-cidr, or none to get a free block`, detail: { podCIDRs: joiner.podCIDRs, ...detail } };
   }
 
   #admit(snap: MeshSnapshot, id: string, joiner: { name: string; identityKey: string }): Redemption {

@@ -8,7 +8,7 @@
  *    authority's ed25519 key and its signature over the transcript hash `th`. The joiner checks that the key's
  *    fingerprint is the token's and the signature: only a holder of the mesh key can answer, so a stolen seed
  *    address cannot impersonate the mesh. (Or `refuse`, signed the same way.)
- * 3. joiner -> seed `request`   secretbox under `K` of {name, identityKey}. `K` = HMAC-SHA256(verifier,
+ * 3. joiner -> seed `request`   secretbox under `K` of {name, identityKey, identitySig, podCIDRs?}. `K` = HMAC-SHA256(verifier,
  *    tag | nacl.box.before(peerEph, myEph) | th): the token secret is mixed in through its verifier, so only a
  *    holder of the secret can seal this box, and the secret never crosses the wire. A box that does not open
  *    is a forged token.
@@ -23,12 +23,13 @@ import nacl from 'tweetnacl';
 import { VerifyCache, signWith, type Identity } from '../../mesh/crypto.ts';
 import { authorityFingerprint } from './token.ts';
 import { parseAdmission, type Admission } from './store.ts';
+import { parseJoinPodCidrs } from './cidr.ts';
 
 /** Largest frame either side accepts. */
 export const MAX_FRAME_BYTES = 16 * 1024;
 
 /** Refusal reasons a joiner can see. */
-export const REFUSAL_CODES = ['unknown', 'expired', 'revoked', 'spent', 'forged', 'rate-limited', 'name-taken', 'node-revoked', 'bad-request', 'unavailable'] as const;
+export const REFUSAL_CODES = ['unknown', 'expired', 'revoked', 'spent', 'forged', 'rate-limited', 'name-taken', 'node-revoked', 'bad-request', 'unavailable', 'cidr-overlap', 'cidr-outside'] as const;
 /** One refusal reason. */
 export type RefusalCode = (typeof REFUSAL_CODES)[number];
 
@@ -105,6 +106,12 @@ export interface JoinRequest {
    * the key it asks to be admitted with (nobody can get another node's key admitted).
    */
   readonly identitySig: string;
+  /**
+   * The joiner's fixed pod CIDRs (`--pod-cidr`), canonical, at most 2; absent = it claims a block through the
+   * mesh. The seed refuses the join (token not spent) when one overlaps a held block or lies outside the
+   * cluster CIDRs. Authenticated by the session key like the rest of the request.
+   */
+  readonly podCIDRs?: readonly string[];
 }
 
 /** The bytes a joiner signs with its identity to prove possession. */
@@ -112,9 +119,9 @@ export function identityProofMessage(th: Uint8Array, name: string): Uint8Array {
   return concat('weft-join-identity-v1\0', Buffer.concat([th, Buffer.from(name, 'utf8')]));
 }
 
-/** Joiner side: the request, with the identity proof over the transcript. */
-export function makeRequest(th: Uint8Array, name: string, identity: Identity): JoinRequest {
-  return { name, identityKey: b64(identity.publicKey), identitySig: b64(signWith(identity, identityProofMessage(th, name))) };
+/** Joiner side: the request, with the identity proof over the transcript (and the fixed pod CIDRs, if any). */
+export function makeRequest(th: Uint8Array, name: string, identity: Identity, podCIDRs: readonly string[] = []): JoinRequest {
+  return { name, identityKey: b64(identity.publicKey), identitySig: b64(signWith(identity, identityProofMessage(th, name))), ...(podCIDRs.length > 0 ? { podCIDRs: [...podCIDRs] } : {}) };
 }
 
 /** What the seed grants (inside `admit`). `meshKey` is secret. */
@@ -260,7 +267,13 @@ export function openRequest(key: Uint8Array, s: Sealed, th: Uint8Array): JoinReq
   bytes32(v.identityKey, 'identityKey');
   if (typeof v.identitySig !== 'string' || v.identitySig.length > 100) throw new HandshakeError('request has no identity proof');
   if (!sigOk(v.identityKey as string, identityProofMessage(th, v.name), v.identitySig)) throw new HandshakeError('the joiner does not hold the identity key it asked to be admitted with');
-  return { name: v.name, identityKey: v.identityKey as string, identitySig: v.identitySig };
+  let podCIDRs: string[] = [];
+  if (v.podCIDRs !== undefined) {
+    const p = parseJoinPodCidrs(v.podCIDRs);
+    if (!p.ok) throw new HandshakeError(`request: ${p.msg}`);
+    podCIDRs = p.cidrs;
+  }
+  return { name: v.name, identityKey: v.identityKey as string, identitySig: v.identitySig, ...(podCIDRs.length > 0 ? { podCIDRs } : {}) };
 }
 
 /** Seed side: signs an admission with the admitting member's identity. */

@@ -47,6 +47,11 @@ export interface JoinOptions {
   readonly clock?: () => number;
   /** Per-seed deadline. Default 40 s (the seed waits a confirmation window before answering). */
   readonly timeoutMs?: number;
+  /**
+   * The joiner's fixed pod CIDRs (`--pod-cidr`), sent inside the sealed request so the seed refuses an
+   * overlapping or out-of-range block before the token is spent (`cidr-overlap`, `cidr-outside`).
+   */
+  readonly podCIDRs?: readonly string[];
   /** Opens a socket (tests); default TCP connect. */
   readonly dial?: (host: string, port: number) => Socket;
 }
@@ -131,7 +136,7 @@ async function exchange(sock: Socket, reader: FrameReader, token: JoinToken, o: 
     throw new JoinError('not-mesh', (err as Error).message, { cause: err });
   }
   const key = sessionKey(tokenVerifier(token.id, token.secret), new Uint8Array(Buffer.from(m2.eph, 'base64')), eph, th);
-  const req = makeRequest(th, o.name, o.identity);
+  const req = makeRequest(th, o.name, o.identity, o.podCIDRs ?? []);
   sock.write(encodeFrame(sealRequest(key, req)));
   const m4 = await read();
   if (m4.t !== 'admit') return refusal(m4);

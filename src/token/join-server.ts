@@ -155,7 +155,7 @@ export class JoinServer {
       const req = openRequest(key, second, th);
       if (!req) return refuse('forged', `proof for token ${hello.id} does not verify: wrong token secret (forged or mistyped token)`);
       const r = await this.#o.admitter.redeem(hello.id, req);
-      if (!r.ok) return refuse(r.code, r.msg, { joiner: req.name });
+      if (!r.ok) return refuse(r.code, r.msg, { joiner: req.name, ...(r.detail ?? {}) });
       const signed = signAdmission(this.#o.identity, r.admission);
       sock.end(encodeFrame(sealGrant(key, { meshKey: this.#o.admitter.meshKey(), ...signed, seeds: r.seeds })));
       this.stats.accepted++;

@@ -34,6 +34,8 @@ export interface TokenServiceOptions {
   readonly joinPort: number;
   readonly confirmWindowMs?: number;
   readonly clock?: () => number;
+  /** The mesh's cluster CIDRs: a joiner's fixed pod CIDR outside them is refused in the handshake. */
+  readonly clusterCIDRs?: readonly string[];
 }
 
 /** A running token service. */
@@ -42,6 +44,11 @@ export interface TokenService {
   readonly joinServer: JoinServer | undefined;
   /** The bound join port, 0 when off. */
   readonly joinPort: number;
+  /**
+   * Calls `fn` after every token create or revoke through this agent's API (write-through to the
+   * Kubernetes Secret mirror). `fn` must not block; a throw is caught and logged. Returns an unsubscribe.
+   */
+  onTokensChanged(fn: (event: { kind: 'created' | 'revoked'; id: string }) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -64,7 +71,18 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     confirmWindowMs: o.confirmWindowMs,
     joinAddresses: () => (bound > 0 ? [`${host}:${bound}`] : []),
+    ...(o.clusterCIDRs !== undefined ? { clusterCIDRs: o.clusterCIDRs } : {}),
   });
+  const listeners = new Set<(event: { kind: 'created' | 'revoked'; id: string }) => void>();
+  const changed = (event: { kind: 'created' | 'revoked'; id: string }): void => {
+    for (const fn of listeners) {
+      try {
+        fn(event);
+      } catch (err) {
+        o.logger.warn({ err }, 'token change listener failed');
+      }
+    }
+  };
   let joinServer: JoinServer | undefined;
   if (o.joinPort > 0) {
     joinServer = new JoinServer({ admitter, identity, logger: o.logger, clock });
@@ -90,6 +108,7 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
     try {
       const out = admitter.create({ ttlMs, uses, seeds: b.seeds as string[] | undefined, description: b.description as string | undefined });
       o.logger.info({ audit: true, event: 'token-created', tokenId: out.id, expiresAt: new Date(out.expiresAt).toISOString(), uses }, `token ${out.id} created`);
+      changed({ kind: 'created', id: out.id });
       return { status: 200, json: out };
     } catch (err) {
       return bad(err);
@@ -102,6 +121,7 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
       const id = parseTokenId(typeof b.id === 'string' ? b.id : '');
       admitter.revoke(id);
       o.logger.info({ audit: true, event: 'token-revoked', tokenId: id }, `token ${id} revoked`);
+      changed({ kind: 'revoked', id });
       return { status: 200, json: { id, revoked: true } };
     } catch (err) {
       return bad(err);
@@ -123,7 +143,12 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
     admitter,
     joinServer,
     joinPort: bound,
+    onTokensChanged(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
     async close() {
+      listeners.clear();
       await joinServer?.close();
     },
   };

@@ -7,7 +7,8 @@ import { JoinError, joinMesh } from '../../src/token/join-client.ts';
 import { JoinServer, SourceRateLimiter } from '../../src/token/join-server.ts';
 import { makeRequest, openRequest, sealRequest, verifyAdmission, HandshakeError } from '../../src/token/handshake.ts';
 import { formatToken, parseToken, randomTokenSecret } from '../../src/token/token.ts';
-import { FakeMember } from './fake-mesh.ts';
+import nacl from 'tweetnacl';
+import { FakeMember, sync } from './fake-mesh.ts';
 
 const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
 const servers: JoinServer[] = [];
@@ -24,7 +25,7 @@ interface Seed {
   setNow(t: number): void;
 }
 
-async function startSeed(opts: { meshKey?: Uint8Array | (() => Uint8Array); limiter?: SourceRateLimiter; name?: string; joinAddrs?: () => string[] } = {}): Promise<Seed> {
+async function startSeed(opts: { meshKey?: Uint8Array | (() => Uint8Array); limiter?: SourceRateLimiter; name?: string; joinAddrs?: () => string[]; clusterCIDRs?: string[] } = {}): Promise<Seed> {
   let now = Date.now();
   const meshKey = opts.meshKey ?? new Uint8Array(32).fill(5);
   const identity = generateIdentity();
@@ -33,7 +34,7 @@ async function startSeed(opts: { meshKey?: Uint8Array | (() => Uint8Array); limi
   const audit: Record<string, unknown>[] = [];
   const logger = pino({ level: 'info' }, { write: (s: string) => void audit.push(JSON.parse(s) as Record<string, unknown>) });
   let port = 0;
-  const admitter = new Admitter({ mesh, self: { name, identity }, meshKey, clock: () => now, sleep: async () => {}, joinAddresses: opts.joinAddrs ?? (() => [`127.0.0.1:${port}`]) });
+  const admitter = new Admitter({ mesh, self: { name, identity }, meshKey, clock: () => now, sleep: async () => {}, joinAddresses: opts.joinAddrs ?? (() => [`127.0.0.1:${port}`]), ...(opts.clusterCIDRs ? { clusterCIDRs: opts.clusterCIDRs } : {}) });
   const server = new JoinServer({ admitter, identity, logger, clock: () => now, rateLimiter: opts.limiter });
   servers.push(server);
   port = await server.listen('127.0.0.1', 0);
@@ -210,6 +211,38 @@ describe('join handshake over loopback', () => {
     expect(Buffer.from(retry.meshKey).equals(Buffer.from(first.meshKey))).toBe(true);
     const thief = { ...joiner(), name: j.name };
     expect((await refusal(joinMesh({ token, ...thief }))).code).toBe('spent');
+  });
+});
+
+describe('pod CIDRs in the handshake', () => {
+  it('an overlapping --pod-cidr is refused by the seed with both CIDRs and the holder, audited, and the token is not spent', async () => {
+    const seed = await startSeed({ clusterCIDRs: ['10.244.0.0/16'] });
+    const holder = new FakeMember('cloud1-b', b64(generateIdentity().publicKey), () => Date.now());
+    holder.setLocal('node', Buffer.from(JSON.stringify({ format: 1, name: 'cloud1-b', wgPublicKey: b64(nacl.box.keyPair().publicKey), listenPort: 51820, endpoints: ['192.0.2.9:51820'], meshIP: '10.244.0.1', podCIDRs: ['10.244.0.0/23'], claimedAt: 5, keepalive: 0 })));
+    sync(holder, seed.mesh);
+    const { token, id } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const j = joiner();
+    const e = await refusal(joinMesh({ token, ...j, podCIDRs: ['10.244.1.0/24'] }));
+    expect(e.code).toBe('cidr-overlap');
+    expect(e.message).toContain('pod CIDR 10.244.1.0/24 overlaps 10.244.0.0/23, already held by node cloud1-b');
+    expect(e.message).toContain('the token was not spent');
+    expect(audits(seed).at(-1)).toMatchObject({ event: 'join-refused', reason: 'cidr-overlap', tokenId: id, joiner: j.name, mine: '10.244.1.0/24', theirs: '10.244.0.0/23', holder: 'cloud1-b' });
+    const outside = await refusal(joinMesh({ token, ...j, podCIDRs: ['192.168.0.0/24'] }));
+    expect(outside.code).toBe('cidr-outside');
+    expect(outside.message).toMatch(/192\.168\.0\.0\/24 is outside the mesh's cluster CIDR 10\.244\.0\.0\/16/);
+    // Not spent: the same single-use token admits the joiner with a free block.
+    const grant = await joinMesh({ token, ...j, podCIDRs: ['10.244.2.0/24'] });
+    expect(grant.admission.name).toBe(j.name);
+    expect(seed.admitter.list()[0]).toMatchObject({ id, usesLeft: 0, redeemedBy: [j.name] });
+  });
+
+  it('a malformed pod CIDR list inside the sealed request is a bad request, not a crash', async () => {
+    const seed = await startSeed();
+    const { token } = seed.admitter.create({ ttlMs: 60_000, uses: 1 });
+    const e = await refusal(joinMesh({ token, ...joiner(), podCIDRs: ['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24'] }));
+    expect(e.code).toBe('bad-request');
+    expect(e.message).toMatch(/at most 2/);
+    expect((await joinMesh({ token, ...joiner() })).admission).toBeDefined();
   });
 });
 
