@@ -60,6 +60,17 @@ export interface Config {
   readonly meshProfile: 'lan' | 'wan';
   /** WireGuard key rotation period in ms (`--key-rotation 24h`); 0 = off (the default). */
   readonly keyRotationMs: number;
+  /**
+   * Relaying for peers that cannot reach each other (issue 7, `src/relay/README.md`): offer to relay
+   * (`on`), never (`off`), or only while this node is not behind NAT (`auto`, the default).
+   */
+  readonly relay: 'auto' | 'on' | 'off';
+  /** UDP port range [lo, hi] this node relays on (two ports per relayed pair). */
+  readonly relayPorts: readonly [number, number];
+  /** How long (ms) a direct link must fail before a relay is asked for it. */
+  readonly relayAfterMs: number;
+  /** Period (ms) of the link prober (probes peers without a recent handshake). */
+  readonly probeIntervalMs: number;
 }
 
 /** A bad configuration value. The message is one line naming the flag, its env var and the value. */
@@ -116,6 +127,10 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('keyRotation', '<duration|off>', 'rotate the WireGuard key on this schedule, e.g. 24h (off by default)', 'off'),
   opt('joinPort', '<port>', 'TCP port of the join listener for `weft join` tokens (0 = off)', '7947'),
   opt('meshProfile', '<lan|wan>', 'mesh timing profile: wan for meshes spanning clouds or the internet (slower probes, longer suspicion)', 'lan'),
+  opt('relay', '<auto|on|off>', 'relay WireGuard traffic for peers that cannot reach each other (auto: when this node is not behind NAT)', 'auto'),
+  opt('relayPorts', '<lo-hi>', 'UDP port range used for relaying (two ports per relayed pair)', '51900-51999'),
+  opt('relayAfter', '<duration>', 'how long a direct link must fail before it is relayed', '30s'),
+  opt('probeInterval', '<duration>', 'link prober period (probes peers without a recent handshake)', '10s'),
 ];
 
 /** Raw values as they come from the command line: strings (or undefined when not given). */
@@ -254,10 +269,33 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     return ms;
   });
   const meshProfile = field('meshProfile', (v, fail) => oneOf(v, ['lan', 'wan'] as const, fail));
+  const relay = field('relay', (v, fail) => oneOf(v, ['auto', 'on', 'off'] as const, fail));
+  const relayPorts = field('relayPorts', (v, fail): readonly [number, number] => {
+    const m = /^(\d{1,5})-(\d{1,5})$/.exec(v ?? '');
+    if (!m) return fail('is not a port range lo-hi (e.g. 51900-51999)');
+    const lo = Number(m[1]);
+    const hi = Number(m[2]);
+    if (lo < 1024 || hi > 65_535 || lo > hi) fail('must be a range within 1024-65535 with lo <= hi');
+    if (hi - lo + 1 < 2) fail('must hold at least 2 ports (one relayed pair)');
+    if (wgPort >= lo && wgPort <= hi) fail(`holds the WireGuard port ${wgPort}`);
+    if (meshPort >= lo && meshPort <= hi) fail(`holds the mesh port ${meshPort}`);
+    return [lo, hi];
+  });
+  const relayAfterMs = field('relayAfter', (v, fail) => {
+    const ms = parseDuration(v ?? '', fail);
+    if (ms < 1000 || ms > 3_600_000) fail('must be between 1s and 1h');
+    return ms;
+  });
+  const probeIntervalMs = field('probeInterval', (v, fail) => {
+    const ms = parseDuration(v ?? '', fail);
+    if (ms < 1000 || ms > 120_000) fail('must be between 1s and 2m (a link is probed when its handshake is older than 150 s)');
+    return ms;
+  });
 
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
     stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs, meshProfile,
+    relay, relayPorts, relayAfterMs, probeIntervalMs,
   });
 }
 

@@ -64,6 +64,8 @@ export interface DesiredPeer {
   readonly allowedIPs: readonly string[];
   /** Seconds, 0 = off. */
   readonly persistentKeepalive: number;
+  /** Name of the relay node the endpoint belongs to when the link is relayed (issue 7); for status only. */
+  readonly relay?: string;
 }
 
 /** One route weft owns; always through the WireGuard interface (fail-closed: never via the underlay). */

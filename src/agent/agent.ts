@@ -16,13 +16,18 @@ import { peerLink, type PeerLink } from '../observe/peers.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
 import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn } from './ports.ts';
 import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
+import { LinkProber, type ProbeSender } from '../relay/prober.ts';
+import type { LinkTarget } from '../relay/links.ts';
 import { blockConflict, buildNodeInfo, formatBlockConflict, diffPodEntries, ownPodEntries, takenBlocks } from './records.ts';
 
 /**
- * Keepalive every node asks its peers for. Besides holding NAT mappings, it makes a peer that is
- * (re-)added send a keepalive at once, which starts a handshake: when a node's agent restarts and
- * the others briefly declared it dead, they re-add it without a session, and the restarted node's
- * WireGuard (which kept its old session) would otherwise only re-handshake after ~15 s of silence.
+ * Persistent keepalive (s) a node behind NAT asks its peers for, and uses towards them (the planner
+ * keeps alive a link when either side asks): it holds the NAT mappings open. Nodes with a public
+ * address ask for none, so public <-> public links carry no keepalive traffic. Two things keepalive
+ * used to do for every link are the link prober's job now (`src/relay/prober.ts`): an idle link is
+ * probed before status would flag it, and a peer that is re-added without a session (its agent
+ * restarted and the others briefly declared it dead) is probed at the next tick, which starts a
+ * handshake at once instead of after WireGuard's ~15 s of silence.
  */
 export const DEFAULT_KEEPALIVE_S = 25;
 
@@ -66,8 +71,16 @@ export interface AgentDeps {
   readonly wgKeyCreatedAt?: number;
   /** Called after the block changed (first claim or re-claim), before the new record is published. */
   readonly onBlockChanged?: (claim: BlockClaim, previous: BlockClaim | undefined) => Promise<void> | void;
-  /** Persistent keepalive (s) this node asks its peers to use towards it; default {@link DEFAULT_KEEPALIVE_S}, 0 = off. */
+  /**
+   * Persistent keepalive (s) this node asks its peers for while it is behind NAT (it publishes an
+   * observed endpoint); default {@link DEFAULT_KEEPALIVE_S}, 0 = never. Without NAT it asks for none.
+   */
   readonly keepalive?: number;
+  /**
+   * The link prober (`src/relay/prober.ts`): probes planned peers without a recent handshake and
+   * reports failed direct links to `relay`. Off when absent (tests); needs `readDevice`.
+   */
+  readonly prober?: { readonly sender: ProbeSender; readonly intervalMs?: number; readonly relayAfterMs?: number };
   /**
    * After start, how long an existing datapath is left untouched while no other member has been
    * heard from (restart adoption). Default max(2 x resync, 60 s).
@@ -153,6 +166,7 @@ export class Agent {
   #holdUntil = 0;
   #wgPublicKey: string;
   #keyCreatedAt: number | undefined;
+  readonly #prober: LinkProber | undefined;
   readonly #onChange = (): void => this.trigger('mesh');
 
   constructor(deps: AgentDeps) {
@@ -163,6 +177,20 @@ export class Agent {
     this.#log = deps.logger.child({ component: 'agent' });
     this.#ipamLog = deps.logger.child({ component: 'ipam' });
     this.#dpLog = deps.logger.child({ component: 'datapath' });
+    const readDevice = deps.readDevice;
+    if (deps.prober && readDevice) {
+      this.#prober = new LinkProber({
+        targets: () => this.#linkTargets(),
+        readDevice,
+        sender: deps.prober.sender,
+        clock: deps.clock,
+        timers: this.#timers,
+        logger: deps.logger.child({ component: 'prober' }),
+        intervalMs: deps.prober.intervalMs,
+        relayAfterMs: deps.prober.relayAfterMs,
+        onFailing: (names) => this.#onFailingLinks(names),
+      });
+    }
     deps.health?.watch('reconcile');
     deps.health?.setReady('mesh', false, 'not joined');
     deps.health?.setReady('datapath', false, 'not applied');
@@ -222,6 +250,28 @@ export class Agent {
     this.#started = true;
     this.trigger('start');
     await this.idle();
+    this.#prober?.start();
+  }
+
+  /** The link prober, when one is configured (its counters feed metrics). */
+  get prober(): LinkProber | undefined {
+    return this.#prober;
+  }
+
+  /** The planned peers as the link prober sees them: name, key, mesh IP, endpoint and relay. */
+  #linkTargets(): LinkTarget[] {
+    const meshIPs = new Map(this.#lastRemotes.map((r) => [r.info.wgPublicKey, r.info.meshIP]));
+    const out: LinkTarget[] = [];
+    for (const p of this.#lastDesired?.peers ?? []) {
+      const meshIP = meshIPs.get(p.publicKey);
+      if (meshIP === undefined) continue;
+      out.push({ name: p.name, publicKey: p.publicKey, meshIP, ...(p.endpoint !== undefined ? { endpoint: p.endpoint } : {}), ...(p.relay !== undefined ? { relay: p.relay } : {}) });
+    }
+    return out;
+  }
+
+  #onFailingLinks(names: readonly string[]): void {
+    void names;
   }
 
   /** Replaces the set of local pods (from the CNI handler); publishes only what changed. Never blocks. */
@@ -439,7 +489,7 @@ export class Agent {
       listenPort: config.wgPort,
       endpoints: this.#d.endpoints,
       claim,
-      keepalive: this.#d.keepalive ?? DEFAULT_KEEPALIVE_S,
+      keepalive: this.#keepalive(),
     });
     this.#publishNode();
   }
@@ -462,14 +512,25 @@ export class Agent {
     const observed = this.#natEndpoint;
     if (observed === undefined) return;
     const next = [observed, ...this.#d.endpoints];
-    if (next.join(',') === this.#self.endpoints.join(',')) return;
-    this.#log.info({ observed, endpoints: next }, 'members see this node behind NAT; publishing the observed endpoint first');
-    this.#self = { ...this.#self, endpoints: next };
+    const keepalive = this.#keepalive();
+    if (next.join(',') === this.#self.endpoints.join(',') && keepalive === this.#self.keepalive) return;
+    this.#log.info({ observed, endpoints: next, keepalive }, 'members see this node behind NAT; publishing the observed endpoint first');
+    this.#self = { ...this.#self, endpoints: next, keepalive };
     this.#publishNode();
   }
 
   /** The NAT address members outside this node's LAN see it at (with the WireGuard port), once learned. */
   #natEndpoint: string | undefined;
+
+  /** Keepalive only where needed: asked for while this node is behind NAT, never otherwise. */
+  #keepalive(): number {
+    return this.#natEndpoint !== undefined ? (this.#d.keepalive ?? DEFAULT_KEEPALIVE_S) : 0;
+  }
+
+  /** True once members see this node behind NAT (it publishes an observed endpoint). */
+  get behindNAT(): boolean {
+    return this.#natEndpoint !== undefined;
+  }
 
   #publishNode(): void {
     const payload = JSON.stringify(this.#self);
@@ -615,6 +676,7 @@ export class Agent {
     this.#stopped = true;
     this.#d.mesh.off('change', this.#onChange);
     if (this.#resyncTimer !== undefined) this.#timers.clearInterval(this.#resyncTimer);
+    await this.#prober?.stop();
     await this.#idle.catch(() => {});
     if (opts.leave) {
       try {

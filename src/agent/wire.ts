@@ -22,6 +22,7 @@ import { Agent } from './agent.ts';
 import { startTokenService } from '../token/service.ts';
 import { FileBlockStore } from './block-store.ts';
 import { makePlanFn } from './plan.ts';
+import { udpProbeSender } from '../relay/prober.ts';
 import type { HostNetPort } from './ports.ts';
 import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
@@ -173,6 +174,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       metrics,
       health,
       readDevice: () => dp.readDevice(),
+      prober: { sender: udpProbeSender(), intervalMs: config.probeIntervalMs, relayAfterMs: config.relayAfterMs },
       onBlockChanged: async (claim, previous) => {
         if (previous) await cni?.blockChanged(claim.podCIDRs);
       },

@@ -71,12 +71,16 @@ export function chooseEndpoint(endpoints: readonly string[], families: readonly 
   return undefined;
 }
 
+/** The keepalive a node asks for, when it is a valid one (1..65535), else 0. */
+const keepaliveOf = (n: NodeInfo): number => (Number.isInteger(n.keepalive) && n.keepalive > 0 && n.keepalive <= 65535 ? n.keepalive : 0);
+
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /**
  * Plans the datapath. One peer per `alive`/`suspect` remote (self and dead/left members skipped;
  * a public key seen twice keeps the first by name), allowed IPs = its pod CIDRs plus its mesh IP
- * host route, keepalive only where the remote asks for it. Addresses: this node's mesh IP as a host
+ * host route, keepalive only where needed: when the remote or this node asks for it (the side behind
+ * NAT publishes `keepalive`; both sides then keep the mapping alive). Addresses: this node's mesh IP as a host
  * address. Routes: every cluster CIDR via `ifname`, nothing else. Throws {@link PlanError} only
  * for a bad `self` or `config`.
  */
@@ -113,7 +117,7 @@ export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], con
       name: r.info.name,
       publicKey: r.info.wgPublicKey,
       allowedIPs: [...allowed].sort(compareCIDR),
-      persistentKeepalive: Number.isInteger(r.info.keepalive) && r.info.keepalive > 0 && r.info.keepalive <= 65535 ? r.info.keepalive : 0,
+      persistentKeepalive: keepaliveOf(r.info) || keepaliveOf(self),
       ...(endpoint ? { endpoint } : {}),
     };
     peers.push(peer);

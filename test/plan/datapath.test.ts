@@ -102,3 +102,12 @@ describe('chooseEndpoint', () => {
     expect(chooseEndpoint(['[2001:db8::5]:1'], [4])).toBeUndefined();
   });
 });
+
+describe('keepalive only where needed (issue 7)', () => {
+  it('keeps a link alive when either side is behind NAT, never between two public nodes', () => {
+    const natted = planDatapath({ ...self, keepalive: 25 }, [remote(nodeInfo(1)), remote(nodeInfo(2, { keepalive: 20 }))], v4);
+    expect(natted.peers.map((p) => p.persistentKeepalive)).toEqual([25, 20]);
+    const open = planDatapath(self, [remote(nodeInfo(1)), remote(nodeInfo(2))], v4);
+    expect(open.peers.map((p) => p.persistentKeepalive)).toEqual([0, 0]);
+  });
+});
