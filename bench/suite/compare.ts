@@ -28,15 +28,21 @@ export class CompareError extends Error {
 interface ReportLike {
   readonly modes?: readonly ModeResult[];
   readonly control_plane?: Record<string, unknown>;
+  readonly summary?: { readonly weft_vs_manual?: Partial<Record<string, unknown>> | null };
 }
 
-/** Flattens a report to `name -> number`: per-mode medians, ratios to plain, weft/manual, numeric control-plane leaves. */
+/**
+ * Flattens a report to `name -> number`: per-mode medians, ratios to plain, weft/manual (ratio of
+ * the medians, `ratio.weft_to_manual.*`), the paired weft/manual ratios (`ratio.weft_vs_manual.*`
+ * = median of the per-pair ratios, with `summary.weft_vs_manual_min|_max.*` beside it), numeric
+ * control-plane leaves.
+ */
 export function flatten(r: ReportLike): Map<string, number> {
   const out = new Map<string, number>();
   const modes = r.modes ?? [];
   for (const m of modes) {
     for (const [k, v] of Object.entries(m)) {
-      if (typeof v === 'number' && k !== 'mtu' && k !== 'repeats' && !k.endsWith('_min') && !k.endsWith('_max')) out.set(`${m.mode}.${k}`, v);
+      if (typeof v === 'number' && !k.endsWith('mtu') && k !== 'repeats' && !k.endsWith('_min') && !k.endsWith('_max')) out.set(`${m.mode}.${k}`, v);
     }
     if (m.mode !== 'plain') {
       for (const k of RATIO_FIGURES) {
@@ -48,6 +54,14 @@ export function flatten(r: ReportLike): Map<string, number> {
   for (const k of RATIO_FIGURES) {
     const x = weftOverManual(modes, k);
     if (x !== null) out.set(`ratio.weft_to_manual.${k}`, x);
+    const p = r.summary?.weft_vs_manual?.[k] as { median?: unknown; min?: unknown; max?: unknown } | null | undefined;
+    if (p && typeof p.median === 'number' && Number.isFinite(p.median)) {
+      out.set(`ratio.weft_vs_manual.${k}`, p.median);
+      for (const b of ['min', 'max'] as const) {
+        const v = p[b];
+        if (typeof v === 'number' && Number.isFinite(v)) out.set(`summary.weft_vs_manual_${b}.${k}`, v);
+      }
+    }
   }
   const walk = (prefix: string, v: unknown, depth: number): void => {
     if (depth > 4) return;

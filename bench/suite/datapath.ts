@@ -8,6 +8,11 @@
  * - `weft`: a real lab (`Lab`): agents, their chosen WireGuard backend, pods by the CNI plugin;
  * - `wireguard-manual`: the same WireGuard implementation configured by hand with `wg` (the ceiling).
  *
+ * MTUs are derived from the underlay, never assumed: plain uses the underlay's, VXLAN the underlay's
+ * minus 50, and both WireGuard modes the one weft plans (`planMTU`: underlay minus 60 on IPv4). With
+ * both `weft` and `wireguard-manual` selected, the hand-made interface gets exactly weft0's MTU, and
+ * the two are measured paired and interleaved (see {@link runDatapath}).
+ *
  * Every object is recorded by the lab host and removed in `finally`, also when a run fails.
  */
 import { chmod, writeFile } from 'node:fs/promises';
@@ -16,9 +21,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LabHost, checkRequirements, systemRunner, uniquePrefix, type NodeHandle, type NsTarget, type Runner } from '../../src/lab/host.ts';
 import { Lab, underlayIP, underlaySubnet, waitFor } from '../../src/lab/lab.ts';
+import { planMTU } from '../../src/plan/datapath.ts';
 import { busyCores, readCpu, type CpuSample } from './cpu.ts';
 import { iperfClientArgv, parseIperfTcp, parseIperfUdp } from './iperf.ts';
-import { summarize, type Summary } from './stats.ts';
+import { pairedRatios, summarize, type PairedRatio, type Summary } from './stats.ts';
 
 /** The four datapath modes, in report order (plain first: it is the reference of every ratio). */
 export const MODES = ['plain', 'vxlan', 'weft', 'wireguard-manual'] as const;
@@ -40,8 +46,37 @@ export interface RepeatFigures {
 /** The figure names of {@link RepeatFigures}, in report order. */
 export const FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps', 'udp_loss', 'rr_p50_us', 'rr_p99_us', 'cpu_per_gbps', 'cpu_excess_per_gbps'] as const;
 
-/** One mode's result: each figure's median (under its own name) plus `<figure>_min` / `<figure>_max`. */
-export type ModeResult = { mode: Mode; mtu: number; repeats: number; errors: string[] } & Record<string, unknown>;
+/**
+ * One mode's result: each figure's median (under its own name) plus `<figure>_min` / `<figure>_max`.
+ * `mtu` is the pod interface's MTU as read in the pod; `tunnel_mtu` (encrypted modes) the MTU of the
+ * WireGuard interface on the nodes.
+ */
+export type ModeResult = { mode: Mode; mtu: number; tunnel_mtu?: number; repeats: number; errors: string[] } & Record<string, unknown>;
+
+/** Throughput figures measured paired between weft and wireguard-manual. */
+export const PAIRED_FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps'] as const;
+
+/**
+ * weft's throughput over hand-configured WireGuard, from paired and interleaved runs: for each
+ * throughput figure the median, min and max of the per-pair ratios (null when no pair completed).
+ */
+export interface WeftVsManual {
+  /** How the pairs were taken: each run of weft next to the same run of wireguard-manual. */
+  readonly method: 'paired-interleaved';
+  readonly pairs: number;
+  /** WireGuard interface MTU of each side (equal by construction) and the pods' MTU. */
+  readonly tunnel_mtu: { readonly weft: number; readonly manual: number };
+  readonly pod_mtu: { readonly weft: number; readonly manual: number };
+  readonly tcp1_gbps: PairedRatio | null;
+  readonly tcp8_gbps: PairedRatio | null;
+  readonly udp_gbps: PairedRatio | null;
+}
+
+/** What {@link runDatapath} measured: one result per mode, and the paired weft/manual ratios when both ran. */
+export interface DatapathResult {
+  readonly modes: ModeResult[];
+  readonly weftVsManual: WeftVsManual | null;
+}
 
 /** A datapath benchmark failure (setup or every repeat of a figure failed), with context. */
 export class DatapathBenchError extends Error {
@@ -77,9 +112,17 @@ interface Topology {
   readonly client: NsTarget;
   readonly server: NsTarget;
   readonly serverIP: string;
+  /** The pods' interface MTU. */
   readonly mtu: number;
+  /** The WireGuard interface MTU on the nodes (encrypted modes). */
+  readonly tunnelMtu?: number;
   /** Label prefix under which processes are spawned (`spawn`). */
   spawn(target: NsTarget, argv: readonly string[], label: string): Promise<number>;
+  /**
+   * PIDs of the mode's control plane (weft's agents): paused while the other side of a pair runs,
+   * so the ceiling is measured without weft's idle agents taking CPU next to it.
+   */
+  controlPids?(): number[];
 }
 
 /** Picks the WireGuard backend the encrypted modes use: kernel when the module is loaded, else userspace. */
@@ -90,34 +133,106 @@ export async function chooseBackend(runner: Runner = systemRunner()): Promise<'k
 
 /**
  * Builds each mode in turn, runs `repeat` rounds of the traffic, and tears the mode down before the
- * next one. A failed mode is reported with its error and NaN figures; it does not stop the others.
+ * next one. With both `weft` and `wireguard-manual` selected they are up at the same time instead
+ * (wg0 gets weft0's MTU) and measured paired: in every repeat each throughput run of one is
+ * followed directly by the same run of the other (order alternating between repeats), so load drift
+ * on a shared host hits both sides of a pair alike; weft's agents are paused (SIGSTOP) during the
+ * manual side's runs. A failed mode is reported with its error and NaN figures; it does not stop
+ * the others.
  */
-export async function runDatapath(opts: DatapathOptions): Promise<ModeResult[]> {
-  const out: ModeResult[] = [];
+export async function runDatapath(opts: DatapathOptions): Promise<DatapathResult> {
+  const progress = opts.progress ?? (() => {});
+  const out = new Map<Mode, ModeResult>();
+  const paired = opts.modes.includes('weft') && opts.modes.includes('wireguard-manual');
+  let weftVsManual: WeftVsManual | null = null;
   for (const mode of opts.modes) {
-    const progress = opts.progress ?? (() => {});
+    if (paired && (mode === 'weft' || mode === 'wireguard-manual')) continue;
     progress(`bench: datapath mode ${mode}`);
-    const prefix = uniquePrefix(opts.prefixBase ?? 'wbn');
-    let lab: Lab | undefined;
-    let host: LabHost | undefined;
+    const built = new Built(opts, progress);
     try {
-      let topo: Topology;
-      if (mode === 'weft') {
-        lab = new Lab({ prefix, runner: opts.runner, nodeBin: opts.nodeBin, agentLogLevel: 'warn', progress });
-        topo = await weftTopology(lab, opts.backend);
-      } else {
-        host = new LabHost({ prefix, runner: opts.runner, warn: progress });
-        topo = await manualTopology(host, mode, opts.backend);
-      }
-      out.push(await measureMode(mode, topo, opts));
+      const topo = await built.build(mode);
+      out.set(mode, await measureMode(mode, topo, opts));
     } catch (err) {
       progress(`bench: mode ${mode} failed: ${(err as Error).message}`);
-      out.push(failedMode(mode, opts.repeat, `${mode}: ${(err as Error).message}`));
+      out.set(mode, failedMode(mode, opts.repeat, `${mode}: ${(err as Error).message}`));
     } finally {
-      await (lab ? lab.down() : host?.down())?.catch((e: unknown) => progress(`bench: removing ${prefix}: ${(e as Error).message}`));
+      await built.down();
     }
   }
-  return out;
+  if (paired) {
+    progress('bench: datapath modes weft and wireguard-manual, paired');
+    const weftB = new Built(opts, progress);
+    const manualB = new Built(opts, progress);
+    try {
+      let weftTopo: Topology | undefined;
+      let weftErr: string | undefined;
+      try {
+        weftTopo = await weftB.build('weft');
+      } catch (err) {
+        weftErr = `weft: ${(err as Error).message}`;
+        progress(`bench: mode weft failed: ${(err as Error).message}`);
+      }
+      let manualTopo: Topology | undefined;
+      try {
+        // The ceiling must be comparable: the same WireGuard MTU as weft0 when weft is up.
+        manualTopo = await manualB.build('wireguard-manual', weftTopo?.tunnelMtu);
+      } catch (err) {
+        progress(`bench: mode wireguard-manual failed: ${(err as Error).message}`);
+        out.set('wireguard-manual', failedMode('wireguard-manual', opts.repeat, `wireguard-manual: ${(err as Error).message}`));
+      }
+      if (weftTopo && manualTopo) {
+        const r = await measurePaired(weftTopo, manualTopo, opts);
+        out.set('weft', r.weft);
+        out.set('wireguard-manual', r.manual);
+        weftVsManual = r.summary;
+      } else if (weftTopo) {
+        out.set('weft', await measureMode('weft', weftTopo, opts));
+      } else if (manualTopo) {
+        out.set('wireguard-manual', await measureMode('wireguard-manual', manualTopo, opts));
+      }
+      if (weftErr) out.set('weft', failedMode('weft', opts.repeat, weftErr));
+    } catch (err) {
+      progress(`bench: paired weft/manual failed: ${(err as Error).message}`);
+      for (const m of ['weft', 'wireguard-manual'] as const) if (!out.has(m)) out.set(m, failedMode(m, opts.repeat, `${m}: ${(err as Error).message}`));
+    } finally {
+      await weftB.down();
+      await manualB.down();
+    }
+  }
+  return { modes: opts.modes.map((m) => out.get(m) ?? failedMode(m, opts.repeat, `${m}: not measured`)), weftVsManual };
+}
+
+/** One mode's namespaces: built on demand, removed by {@link Built.down} (never throws). */
+class Built {
+  readonly #opts: DatapathOptions;
+  readonly #progress: (msg: string) => void;
+  readonly #prefix: string;
+  #lab: Lab | undefined;
+  #host: LabHost | undefined;
+
+  constructor(opts: DatapathOptions, progress: (msg: string) => void) {
+    this.#opts = opts;
+    this.#progress = progress;
+    this.#prefix = uniquePrefix(opts.prefixBase ?? 'wbn');
+  }
+
+  /** Builds `mode`; `wgMtu` forces the hand-made WireGuard interface's MTU (else planned from the underlay). */
+  async build(mode: Mode, wgMtu?: number): Promise<Topology> {
+    if (mode === 'weft') {
+      this.#lab = new Lab({ prefix: this.#prefix, runner: this.#opts.runner, nodeBin: this.#opts.nodeBin, agentLogLevel: 'warn', progress: this.#progress });
+      return weftTopology(this.#lab, this.#opts.backend);
+    }
+    this.#host = new LabHost({ prefix: this.#prefix, runner: this.#opts.runner, warn: this.#progress });
+    return manualTopology(this.#host, mode, this.#opts.backend, wgMtu);
+  }
+
+  async down(): Promise<void> {
+    const lab = this.#lab;
+    const host = this.#host;
+    this.#lab = undefined;
+    this.#host = undefined;
+    await (lab ? lab.down() : host?.down())?.catch((e: unknown) => this.#progress(`bench: removing ${this.#prefix}: ${(e as Error).message}`));
+  }
 }
 
 function failedMode(mode: Mode, repeats: number, error: string): ModeResult {
@@ -126,37 +241,91 @@ function failedMode(mode: Mode, repeats: number, error: string): ModeResult {
   return r;
 }
 
-/** The real lab: two agents, one pod each; waits until each agent has the other as a WireGuard peer. */
+/** The MTU in `ip -o link show dev X` output (`... mtu 1440 qdisc ...`). Throws when there is none. Pure. */
+export function parseLinkMtu(text: string): number {
+  const m = /\bmtu (\d{1,5})\b/.exec(text);
+  const n = m ? Number(m[1]) : NaN;
+  if (!Number.isInteger(n) || n < 68 || n > 65_535) throw new DatapathBenchError(`bench: no MTU in ip link output: ${JSON.stringify(text.slice(0, 120))}`);
+  return n;
+}
+
+/**
+ * Checks weft's MTUs as measured: every pod interface must have its node's weft0 MTU (a smaller pod
+ * MTU would be overhead of weft's own, a larger one fragments or drops). Returns the common tunnel
+ * and pod MTU; throws {@link DatapathBenchError} naming the node otherwise. Pure.
+ */
+export function checkWeftMtus(nodes: ReadonlyArray<{ node: string; tunnel: number; pod: number }>): { tunnel: number; pod: number } {
+  if (nodes.length === 0) throw new DatapathBenchError('bench: weft: no node to check the MTU of');
+  for (const n of nodes) {
+    if (n.pod !== n.tunnel) throw new DatapathBenchError(`bench: weft: pod MTU ${n.pod} differs from weft0 MTU ${n.tunnel} on ${n.node}`);
+  }
+  const t = new Set(nodes.map((n) => n.tunnel));
+  if (t.size > 1) throw new DatapathBenchError(`bench: weft: weft0 MTUs differ between nodes: ${nodes.map((n) => `${n.node} ${n.tunnel}`).join(', ')}`);
+  return { tunnel: nodes[0]!.tunnel, pod: nodes[0]!.pod };
+}
+
+/**
+ * The interface MTUs of each hand-made mode, derived from the underlay MTU as weft derives its own:
+ * plain carries the pods' packets as they are, VXLAN adds 50 bytes, WireGuard what `planMTU` plans
+ * (60 bytes on an IPv4 underlay). `wgMtu` overrides the WireGuard MTU (set to weft0's). Pure.
+ */
+export function manualMtu(mode: Exclude<Mode, 'weft'>, underlayMtu: number, wgMtu?: number): number {
+  if (mode === 'plain') return underlayMtu;
+  if (mode === 'vxlan') return underlayMtu - 50;
+  return wgMtu ?? planMTU({ mtu: 'auto', underlayMTU: underlayMtu, underlayFamilies: [4], clusterCIDRs: ['10.244.0.0/16'] });
+}
+
+/** An interface's MTU read with `ip` inside `target` (not sysfs: /sys may belong to another namespace). */
+async function linkMtu(host: LabHost, target: NsTarget, ifname: string): Promise<number> {
+  return parseLinkMtu((await host.exec(target, ['ip', '-o', 'link', 'show', 'dev', ifname])).stdout);
+}
+
+/**
+ * The real lab: two agents, one pod each; waits until each agent has the other as a WireGuard peer,
+ * then checks that each pod has its node's weft0 MTU.
+ */
 async function weftTopology(lab: Lab, backend: 'kernel' | 'userspace'): Promise<Topology> {
   const meta = await lab.up({ nodes: 2, podsPerNode: 1, backend });
   await waitFor('both agents to have their peer', 60_000, async () => {
     const s = await lab.status();
     return s.nodes.every((n) => n.ready && n.peers >= 1) ? true : undefined;
   }, 300);
-  const [a, b] = [meta.pods.find((p) => p.node === meta.nodes[0]!.name)!, meta.pods.find((p) => p.node === meta.nodes[1]!.name)!];
-  const mtuOut = await lab.exec(a.netns, ['cat', `/sys/class/net/eth0/mtu`], { check: false });
+  const pods = meta.nodes.slice(0, 2).map((n) => {
+    const p = meta.pods.find((x) => x.node === n.name);
+    if (!p) throw new DatapathBenchError(`bench: weft: no pod on ${n.name}`);
+    return { node: n.name, pod: p };
+  });
+  const mtus = [];
+  for (const { node, pod } of pods) {
+    mtus.push({ node, tunnel: await linkMtu(lab.host, lab.target(node), 'weft0'), pod: await linkMtu(lab.host, { netns: pod.netns }, 'eth0') });
+  }
+  const mtu = checkWeftMtus(mtus);
+  const [a, b] = [pods[0]!.pod, pods[1]!.pod];
   return {
     host: lab.host,
     client: { netns: a.netns },
     server: { netns: b.netns },
     serverIP: b.ip,
-    mtu: Number(mtuOut.stdout.trim()) || 0,
+    mtu: mtu.pod,
+    tunnelMtu: mtu.tunnel,
     spawn: (t, argv, label) => lab.host.spawn(t, argv, { label, logFile: join(lab.host.dir, `${label}.log`) }),
+    controlPids: () => pods.map((p) => lab.agentPid(p.node)).filter((x): x is number => x !== undefined),
   };
 }
 
 /**
  * Builds the hand-made topologies: underlay bridge, nodes (net + mount namespaces, so each has its
  * own /run/wireguard), a pod per node on a veth whose node side is the gateway 10.244.i.1/24.
+ * Interface MTUs come from {@link manualMtu}; `wgMtu` sets the WireGuard interface's (weft0's).
  */
-async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backend: 'kernel' | 'userspace'): Promise<Topology> {
+async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backend: 'kernel' | 'userspace', wgMtu?: number): Promise<Topology> {
   await host.init();
   const ul = `${host.prefix}-ul`;
   const subnet = underlaySubnet(host.prefix);
-  const mtu = mode === 'plain' ? 1500 : mode === 'vxlan' ? 1450 : 1420;
   await host.addNetns(ul);
   await host.addBridge('br0', ul);
   const nodes: NodeHandle[] = [];
+  let mtu = 0;
   for (const i of [1, 2]) {
     const name = `${host.prefix}-n${i}`;
     const node = await host.addNode(name);
@@ -165,6 +334,7 @@ async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backen
     await host.addVeth({ name: `n${i}`, netns: ul }, { name: 'eth0', netns: name });
     await host.exec({ netns: ul }, ['ip', 'link', 'set', `n${i}`, 'master', 'br0']);
     await host.addAddress(name, 'eth0', `${underlayIP(subnet, i)}/24`);
+    mtu = manualMtu(mode, await linkMtu(host, node, 'eth0'), wgMtu);
     const pod = `${name}-p1`;
     await host.addNetns(pod);
     await host.addVeth({ name: 'pod0', netns: name }, { name: 'eth0', netns: pod });
@@ -183,25 +353,26 @@ async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backen
     for (const [i, j] of [[1, 2], [2, 1]] as const) {
       const n = nodes[i - 1]!;
       await host.exec(n, ['ip', 'link', 'add', 'vx0', 'type', 'vxlan', 'id', '42', 'local', ip(i), 'remote', ip(j), 'dstport', '4789', 'dev', 'eth0']);
-      await host.exec(n, ['ip', 'link', 'set', 'vx0', 'mtu', '1450', 'up']);
+      await host.exec(n, ['ip', 'link', 'set', 'vx0', 'mtu', String(mtu), 'up']);
       await host.exec(n, ['ip', 'addr', 'add', `10.245.0.${i}/24`, 'dev', 'vx0']);
       await host.exec(n, ['ip', 'route', 'add', `10.244.${j}.0/24`, 'via', `10.245.0.${j}`, 'dev', 'vx0']);
     }
   } else {
-    await manualWireGuard(host, nodes, ip, backend);
+    await manualWireGuard(host, nodes, ip, backend, mtu);
   }
   return {
     host,
     client: { netns: `${nodes[0]!.name}-p1` },
     server: { netns: `${nodes[1]!.name}-p1` },
     serverIP: '10.244.2.2',
-    mtu,
+    mtu: await linkMtu(host, { netns: `${nodes[0]!.name}-p1` }, 'eth0'),
+    ...(mode === 'wireguard-manual' ? { tunnelMtu: await linkMtu(host, nodes[0]!, 'wg0') } : {}),
     spawn: (t, argv, label) => host.spawn(t, argv, { label, logFile: join(host.dir, `${label}.log`) }),
   };
 }
 
 /** WireGuard by hand: `wg0` per node (wireguard-go in the node's mount namespace, or the kernel), keys from `wg genkey`, one peer each. */
-async function manualWireGuard(host: LabHost, nodes: NodeHandle[], ip: (i: number) => string, backend: 'kernel' | 'userspace'): Promise<void> {
+async function manualWireGuard(host: LabHost, nodes: NodeHandle[], ip: (i: number) => string, backend: 'kernel' | 'userspace', mtu: number): Promise<void> {
   const keys: Array<{ priv: string; pub: string }> = [];
   for (const n of nodes) {
     const priv = (await host.exec(n, ['wg', 'genkey'])).stdout.trim();
@@ -221,7 +392,7 @@ async function manualWireGuard(host: LabHost, nodes: NodeHandle[], ip: (i: numbe
     const n = nodes[i - 1]!;
     await host.exec(n, ['wg', 'set', 'wg0', 'private-key', '/var/lib/weft/wg.key', 'listen-port', '51820',
       'peer', keys[j - 1]!.pub, 'endpoint', `${ip(j)}:51820`, 'allowed-ips', `10.244.${j}.0/24`]);
-    await host.exec(n, ['ip', 'link', 'set', 'wg0', 'mtu', '1420', 'up']);
+    await host.exec(n, ['ip', 'link', 'set', 'wg0', 'mtu', String(mtu), 'up']);
     await host.exec(n, ['ip', 'route', 'add', `10.244.${j}.0/24`, 'dev', 'wg0']);
   }
 }
@@ -237,77 +408,194 @@ async function inClient(topo: Topology, argv: readonly string[], timeoutMs: numb
   return r.stdout;
 }
 
-/** The traffic of one mode: servers in the server pod, `repeat` rounds of every run from the client pod. */
-async function measureMode(mode: Mode, topo: Topology, opts: DatapathOptions): Promise<ModeResult> {
-  const nodeBin = opts.nodeBin ?? process.execPath;
-  const ncpu = cpus().length;
+type Kind = 'tcp1' | 'tcp8' | 'udp';
+const KINDS: readonly Kind[] = ['tcp1', 'tcp8', 'udp'];
+
+const emptyRow = (): RepeatFigures => ({ tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN });
+
+/** CPU and traffic of one repeat's throughput runs, accumulated run by run. */
+interface CpuTally {
+  coreSeconds: number;
+  extraCoreSeconds: number;
+  gbits: number;
+}
+
+/** The request/response client argv (short path checks have no warm-up). */
+function rrArgv(topo: Topology, nodeBin: string, rounds: number): string[] {
+  return [nodeBin, join(HERE, 'rr.ts'), 'client', topo.serverIP, String(RR_PORT), '--rounds', String(rounds), '--warmup', rounds > 10 ? '100' : '0'];
+}
+
+/** Starts the servers in the server pod and waits until the path between the pods carries traffic. */
+async function prepareTraffic(mode: Mode, topo: Topology, nodeBin: string): Promise<void> {
   await topo.spawn(topo.server, ['iperf3', '-s', '-p', String(IPERF_PORT)], `iperf3-server`);
   await topo.spawn(topo.server, [nodeBin, join(HERE, 'rr.ts'), 'serve', String(RR_PORT)], `rr-server`);
   // The path is up when a short request/response run gets through (first handshake included).
-  const rrArgv = (rounds: number): string[] => [nodeBin, join(HERE, 'rr.ts'), 'client', topo.serverIP, String(RR_PORT), '--rounds', String(rounds), '--warmup', rounds > 10 ? '100' : '0'];
   await waitFor(`${mode}: the path between the pods`, 30_000, async () => {
-    await inClient(topo, rrArgv(10), 8000);
+    await inClient(topo, rrArgv(topo, nodeBin, 10), 8000);
     return true;
   }, 300);
   await waitFor(`${mode}: the iperf3 server`, 10_000, async () => {
     const r = await topo.host.exec(topo.server, ['ss', '-ltn', `sport = :${IPERF_PORT}`], { check: false });
     return r.stdout.includes(`:${IPERF_PORT}`) ? true : undefined;
   }, 100);
+}
 
+/** The busy share of the host's CPUs over a short window (other work on a shared host). */
+async function baselineCores(ncpu: number): Promise<number> {
+  const b0 = await readCpu();
+  await sleep(500);
+  return busyCores(b0, await readCpu(), ncpu);
+}
+
+/** One iperf3 run of `kind` into `row`, its CPU into `tally`; a failure is appended to `errors`. */
+async function runKind(topo: Topology, kind: Kind, opts: DatapathOptions, ncpu: number, baseline: number, row: RepeatFigures, tally: CpuTally, errors: string[], label: string): Promise<void> {
+  const c0: CpuSample = await readCpu();
+  const t0 = performance.now();
+  try {
+    const text = await inClient(topo, iperfClientArgv(kind, topo.serverIP, IPERF_PORT, opts.seconds, opts.udpRate), (opts.seconds + 20) * 1000);
+    const secs = (performance.now() - t0) / 1000;
+    const cores = busyCores(c0, await readCpu(), ncpu);
+    if (kind === 'udp') {
+      const u = parseIperfUdp(text);
+      row.udp_gbps = u.gbps;
+      row.udp_loss = u.loss;
+      tally.gbits += u.gbps * u.seconds;
+    } else {
+      const t = parseIperfTcp(text);
+      row[kind === 'tcp1' ? 'tcp1_gbps' : 'tcp8_gbps'] = t.gbps;
+      tally.gbits += t.gbps * t.seconds;
+    }
+    tally.coreSeconds += cores * secs;
+    tally.extraCoreSeconds += Math.max(0, cores - baseline) * secs;
+  } catch (err) {
+    errors.push(`${label} ${kind}: ${(err as Error).message}`);
+  }
+  // iperf3 serves one test at a time; give it a moment to return to listening.
+  await sleep(200);
+}
+
+/** Busy CPU-seconds per Gbit moved (= busy cores per Gbit/s) over a repeat's throughput runs, into `row`. */
+function finishCpu(row: RepeatFigures, tally: CpuTally): void {
+  // The excess variant subtracts what the host was busy with just before (other work on a shared host).
+  if (tally.gbits > 0) {
+    row.cpu_per_gbps = tally.coreSeconds / tally.gbits;
+    row.cpu_excess_per_gbps = tally.extraCoreSeconds / tally.gbits;
+  }
+}
+
+/** The request/response run of one repeat into `row`; a failure is appended to `errors`. */
+async function runRr(topo: Topology, opts: DatapathOptions, nodeBin: string, row: RepeatFigures, errors: string[], label: string): Promise<void> {
+  try {
+    const rr = JSON.parse(await inClient(topo, rrArgv(topo, nodeBin, opts.rrRounds), 60_000)) as { p50_us: number; p99_us: number };
+    row.rr_p50_us = rr.p50_us;
+    row.rr_p99_us = rr.p99_us;
+  } catch (err) {
+    errors.push(`${label} rr: ${(err as Error).message}`);
+  }
+}
+
+/** The traffic of one mode: servers in the server pod, `repeat` rounds of every run from the client pod. */
+async function measureMode(mode: Mode, topo: Topology, opts: DatapathOptions): Promise<ModeResult> {
+  const nodeBin = opts.nodeBin ?? process.execPath;
+  const ncpu = cpus().length;
+  await prepareTraffic(mode, topo, nodeBin);
   const rows: RepeatFigures[] = [];
   const errors: string[] = [];
-  const timeout = (opts.seconds + 20) * 1000;
   for (let r = 0; r < opts.repeat; r++) {
-    const row: RepeatFigures = { tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN };
-    // Baseline busy CPU (everything else on this host) over a short window just before the runs.
-    const b0 = await readCpu();
-    await sleep(500);
-    const baseline = busyCores(b0, await readCpu(), ncpu);
-    let extraCoreSeconds = 0;
-    let coreSeconds = 0;
-    let gbits = 0;
-    for (const kind of ['tcp1', 'tcp8', 'udp'] as const) {
-      const c0: CpuSample = await readCpu();
-      const t0 = performance.now();
-      try {
-        const text = await inClient(topo, iperfClientArgv(kind, topo.serverIP, IPERF_PORT, opts.seconds, opts.udpRate), timeout);
-        const secs = (performance.now() - t0) / 1000;
-        const cores = busyCores(c0, await readCpu(), ncpu);
-        if (kind === 'udp') {
-          const u = parseIperfUdp(text);
-          row.udp_gbps = u.gbps;
-          row.udp_loss = u.loss;
-          gbits += u.gbps * u.seconds;
-        } else {
-          const t = parseIperfTcp(text);
-          row[kind === 'tcp1' ? 'tcp1_gbps' : 'tcp8_gbps'] = t.gbps;
-          gbits += t.gbps * t.seconds;
-        }
-        coreSeconds += cores * secs;
-        extraCoreSeconds += Math.max(0, cores - baseline) * secs;
-      } catch (err) {
-        errors.push(`repeat ${r + 1} ${kind}: ${(err as Error).message}`);
-      }
-      // iperf3 serves one test at a time; give it a moment to return to listening.
-      await sleep(200);
-    }
-    // Busy CPU-seconds per Gbit moved = busy cores per Gbit/s, over the three throughput runs. The
-    // excess variant subtracts what the host was busy with just before (other work on a shared host).
-    if (gbits > 0) {
-      row.cpu_per_gbps = coreSeconds / gbits;
-      row.cpu_excess_per_gbps = extraCoreSeconds / gbits;
-    }
-    try {
-      const rr = JSON.parse(await inClient(topo, rrArgv(opts.rrRounds), 60_000)) as { p50_us: number; p99_us: number };
-      row.rr_p50_us = rr.p50_us;
-      row.rr_p99_us = rr.p99_us;
-    } catch (err) {
-      errors.push(`repeat ${r + 1} rr: ${(err as Error).message}`);
-    }
+    const row = emptyRow();
+    const tally: CpuTally = { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 };
+    const baseline = await baselineCores(ncpu);
+    for (const kind of KINDS) await runKind(topo, kind, opts, ncpu, baseline, row, tally, errors, `repeat ${r + 1}`);
+    finishCpu(row, tally);
+    await runRr(topo, opts, nodeBin, row, errors, `repeat ${r + 1}`);
     rows.push(row);
     opts.progress?.(`bench: ${mode} repeat ${r + 1}/${opts.repeat}: ${FIGURES.map((f) => `${f}=${fmt(row[f])}`).join(' ')}`);
   }
-  return aggregate(mode, topo.mtu, rows, errors);
+  return withMtus(aggregate(mode, topo.mtu, rows, errors), topo);
+}
+
+function withMtus(r: ModeResult, topo: Topology): ModeResult {
+  return topo.tunnelMtu === undefined ? r : { ...r, tunnel_mtu: topo.tunnelMtu };
+}
+
+/**
+ * Sends `signal` to `pids` (weft's agents, started by this benchmark's lab). Errors are ignored: a
+ * PID that is gone needs no pausing; `down` removes what is left.
+ */
+function signalAll(runner: Runner, pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      runner.kill(pid, signal);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/**
+ * weft and wireguard-manual, paired: per repeat, each throughput run on one side directly followed
+ * by the same run on the other (weft first in odd repeats, manual first in even ones, so a trend
+ * within a pair does not favour one side), then request/response on both. weft's agents are
+ * stopped (SIGSTOP) while the manual side runs and continued (SIGCONT) right after, also on failure.
+ */
+async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOptions): Promise<{ weft: ModeResult; manual: ModeResult; summary: WeftVsManual }> {
+  const nodeBin = opts.nodeBin ?? process.execPath;
+  const ncpu = cpus().length;
+  const runner = opts.runner ?? systemRunner();
+  await prepareTraffic('weft', weft, nodeBin);
+  await prepareTraffic('wireguard-manual', manual, nodeBin);
+  const sides = { weft: { topo: weft, rows: [] as RepeatFigures[], errors: [] as string[] }, manual: { topo: manual, rows: [] as RepeatFigures[], errors: [] as string[] } };
+  const paused = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const pids = weft.controlPids?.() ?? [];
+    signalAll(runner, pids, 'SIGSTOP');
+    try {
+      return await fn();
+    } finally {
+      signalAll(runner, pids, 'SIGCONT');
+    }
+  };
+  for (let r = 0; r < opts.repeat; r++) {
+    const order = r % 2 === 0 ? (['weft', 'manual'] as const) : (['manual', 'weft'] as const);
+    const rows = { weft: emptyRow(), manual: emptyRow() };
+    const tallies = { weft: { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 }, manual: { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 } };
+    const baseline = await baselineCores(ncpu);
+    const label = `repeat ${r + 1}`;
+    for (const kind of KINDS) {
+      for (const side of order) {
+        const s = sides[side];
+        const run = () => runKind(s.topo, kind, opts, ncpu, baseline, rows[side], tallies[side], s.errors, label);
+        await (side === 'manual' ? paused(run) : run());
+      }
+    }
+    for (const side of order) {
+      const s = sides[side];
+      finishCpu(rows[side], tallies[side]);
+      const run = () => runRr(s.topo, opts, nodeBin, rows[side], s.errors, label);
+      await (side === 'manual' ? paused(run) : run());
+      s.rows.push(rows[side]);
+    }
+    const ratio = (f: (typeof PAIRED_FIGURES)[number]): string => fmt(rows.weft[f] / rows.manual[f]);
+    opts.progress?.(`bench: weft/manual pair ${r + 1}/${opts.repeat} (${order.join(' first, ')} second): ${PAIRED_FIGURES.map((f) => `${f} ${fmt(rows.weft[f])}/${fmt(rows.manual[f])} = ${ratio(f)}`).join(', ')}`);
+  }
+  const w = withMtus(aggregate('weft', weft.mtu, sides.weft.rows, sides.weft.errors), weft);
+  const m = withMtus(aggregate('wireguard-manual', manual.mtu, sides.manual.rows, sides.manual.errors), manual);
+  return { weft: w, manual: m, summary: pairedSummary(sides.weft.rows, sides.manual.rows, { weft: weft.tunnelMtu ?? 0, manual: manual.tunnelMtu ?? 0 }, { weft: weft.mtu, manual: manual.mtu }) };
+}
+
+/**
+ * The paired summary from the rows of weft and wireguard-manual taken pair by pair (row i of each is
+ * one pair): per throughput figure the median, min and max of `weft / manual`; null for a figure
+ * no pair completed. Pure.
+ */
+export function pairedSummary(weft: readonly RepeatFigures[], manual: readonly RepeatFigures[], tunnelMtu: { weft: number; manual: number }, podMtu: { weft: number; manual: number }): WeftVsManual {
+  const one = (f: (typeof PAIRED_FIGURES)[number]): PairedRatio | null => {
+    try {
+      return pairedRatios(weft.map((x) => x[f]), manual.map((x) => x[f]));
+    } catch {
+      return null;
+    }
+  };
+  return { method: 'paired-interleaved', pairs: Math.min(weft.length, manual.length), tunnel_mtu: tunnelMtu, pod_mtu: podMtu, tcp1_gbps: one('tcp1_gbps'), tcp8_gbps: one('tcp8_gbps'), udp_gbps: one('udp_gbps') };
 }
 
 function fmt(x: number): string {

@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import type { ModeResult } from './datapath.ts';
+import type { ModeResult, WeftVsManual } from './datapath.ts';
 
 /** The whole report as `--json` prints it and `report.json` holds it. */
 export interface BenchReport {
@@ -22,6 +22,12 @@ export interface BenchReport {
   readonly host: { readonly cpus: number; readonly loadavg_1m_start: number; readonly loadavg_1m_end: number; readonly kernel: string };
   readonly modes: readonly ModeResult[];
   readonly control_plane: Record<string, unknown>;
+  /**
+   * Figures derived across modes. `weft_vs_manual`: weft over hand-configured WireGuard from paired,
+   * interleaved runs (median, min, max of the per-pair ratios); null when the two did not both run.
+   * Absent in reports written before it existed.
+   */
+  readonly summary?: { readonly weft_vs_manual: WeftVsManual | null };
 }
 
 /** Throughput figures whose ratio to plain routing the table shows. */
@@ -57,7 +63,15 @@ export function renderMarkdown(r: BenchReport): string {
   }
   lines.push('');
   const wm = RATIO_FIGURES.map((k) => `${k} ${f(weftOverManual(r.modes, k), 3)}`).join(', ');
-  lines.push(`weft / wireguard-manual (target >= 0.97): ${wm}`, '');
+  lines.push(`weft / wireguard-manual (target >= 0.97), ratio of the medians: ${wm}`, '');
+  const p = r.summary?.weft_vs_manual;
+  if (p) {
+    const pr = (k: (typeof RATIO_FIGURES)[number]): string => {
+      const x = p[k];
+      return x ? `${k} ${f(x.median, 3)} (${f(x.min, 3)}-${f(x.max, 3)}, ${x.n} pairs)` : `${k} n/a`;
+    };
+    lines.push(`weft / wireguard-manual, paired and interleaved (median (min-max) of the per-pair ratios; WireGuard MTU weft ${p.tunnel_mtu.weft}, manual ${p.tunnel_mtu.manual}): ${RATIO_FIGURES.map(pr).join(', ')}`, '');
+  }
   const errs = r.modes.flatMap((m) => m.errors);
   if (errs.length > 0) lines.push('Errors:', '', ...errs.map((e) => `- ${e}`), '');
   lines.push('## Control plane', '', '| benchmark | result |', '|---|---|');

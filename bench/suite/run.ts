@@ -25,6 +25,8 @@ export interface BenchOptions {
   readonly udpRate: string;
   readonly backend: 'auto' | 'kernel' | 'userspace';
   readonly outDir?: string;
+  /** Namespace name prefix base of the datapath modes (default `wbn`), so parallel runs can be told apart. */
+  readonly prefixBase?: string;
   readonly progress?: (msg: string) => void;
 }
 
@@ -44,8 +46,9 @@ export async function runBench(opts: BenchOptions): Promise<{ report: BenchRepor
   const started = new Date();
   const load0 = loadavg()[0]!;
   const backend = opts.backend === 'auto' ? await chooseBackend() : opts.backend;
-  const modes = await runDatapath({
+  const { modes, weftVsManual } = await runDatapath({
     modes: opts.modes, repeat: opts.repeat, seconds: opts.seconds, rrRounds: opts.quick ? 500 : 5000, udpRate: opts.udpRate, backend, progress,
+    ...(opts.prefixBase ? { prefixBase: opts.prefixBase } : {}),
   });
   const control_plane = await runControlPlane(opts.controlPlane, progress);
   if (opts.rssPeers > 0) {
@@ -62,6 +65,7 @@ export async function runBench(opts: BenchOptions): Promise<{ report: BenchRepor
     host: { cpus: cpus().length, loadavg_1m_start: load0, loadavg_1m_end: loadavg()[0]!, kernel: release() },
     modes,
     control_plane,
+    summary: { weft_vs_manual: weftVsManual },
   };
   const dir = opts.outDir ?? join(RESULTS_DIR, timestampDir(started));
   await writeReport(dir, report);

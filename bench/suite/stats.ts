@@ -1,6 +1,6 @@
 /**
- * Statistics of repeated benchmark measurements: median, min and max of a run's repeats, and
- * percentiles of latency samples. Pure.
+ * Statistics of repeated benchmark measurements: median, min and max of a run's repeats,
+ * percentiles of latency samples, and ratios of paired measurements. Pure.
  */
 
 /** Median, min and max of a set of repeats; `n` is how many finite values they came from. */
@@ -39,4 +39,28 @@ export function percentile(samples: readonly number[], p: number): number {
   if (v.length === 0) throw new StatsError('stats: no finite sample for a percentile');
   const rank = Math.max(1, Math.ceil((p / 100) * v.length));
   return v[rank - 1]!;
+}
+
+/** Per-pair ratios of two paired series and their median, min and max. */
+export interface PairedRatio extends Summary {
+  /** `num[i] / den[i]` of every pair where both were measured (finite, denominator > 0), in pair order. */
+  readonly ratios: readonly number[];
+}
+
+/**
+ * The ratio of each pair `num[i] / den[i]` (two measurements taken back to back, so load drift on a
+ * shared host hits both alike) and the median, min and max of those ratios. Pairs where either side
+ * failed (non-finite) or the denominator is not positive are skipped. Throws {@link StatsError} when
+ * the series differ in length or no pair is left. Pure.
+ */
+export function pairedRatios(num: readonly number[], den: readonly number[]): PairedRatio {
+  if (num.length !== den.length) throw new StatsError(`stats: paired series differ in length (${num.length} vs ${den.length})`);
+  const ratios: number[] = [];
+  for (let i = 0; i < num.length; i++) {
+    const a = num[i]!;
+    const b = den[i]!;
+    if (Number.isFinite(a) && Number.isFinite(b) && b > 0) ratios.push(a / b);
+  }
+  if (ratios.length === 0) throw new StatsError('stats: no complete pair to take a ratio of');
+  return { ...summarize(ratios), ratios };
 }

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { IperfParseError, iperfClientArgv, parseIperfTcp, parseIperfUdp } from '../../bench/suite/iperf.ts';
-import { StatsError, percentile, summarize } from '../../bench/suite/stats.ts';
+import { StatsError, pairedRatios, percentile, summarize } from '../../bench/suite/stats.ts';
 import { ProcStatError, busyCores, parseProcStat } from '../../bench/suite/cpu.ts';
-import { aggregate, FIGURES, type ModeResult, type RepeatFigures } from '../../bench/suite/datapath.ts';
+import { aggregate, checkWeftMtus, DatapathBenchError, FIGURES, manualMtu, pairedSummary, parseLinkMtu, type ModeResult, type RepeatFigures } from '../../bench/suite/datapath.ts';
 import { compareReports, flatten, renderComparison } from '../../bench/suite/compare.ts';
 import { chartSpec, ratioToPlain, renderChart, renderMarkdown, weftOverManual, type BenchReport } from '../../bench/suite/report.ts';
 import { controlJobs, lastJsonObject } from '../../bench/suite/control.ts';
@@ -91,6 +91,59 @@ describe('statistics', () => {
   });
 });
 
+describe('paired weft / manual ratios', () => {
+  it('takes the ratio per pair, skipping pairs with a failed side', () => {
+    const r = pairedRatios([1, 2, NaN, 3, 4], [2, 2, 1, 0, 4]);
+    expect(r.ratios).toEqual([0.5, 1, 1]);
+    expect(r).toMatchObject({ median: 1, min: 0.5, max: 1, n: 3 });
+    expect(() => pairedRatios([1], [1, 2])).toThrow(/differ in length/);
+    expect(() => pairedRatios([NaN], [1])).toThrow(StatsError);
+  });
+  it('a common factor (host load drift) cancels in each pair (property)', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.double({ min: 0.1, max: 10, noNaN: true }), fc.double({ min: 0.2, max: 1, noNaN: true })), { minLength: 1, maxLength: 20 }), fc.double({ min: 0.5, max: 1.5, noNaN: true }), (pairs, k) => {
+      // Both sides of pair i run at the host speed pairs[i][1]; weft is k times manual.
+      const manual = pairs.map(([x, load]) => x * load);
+      const weft = manual.map((m) => m * k);
+      const r = pairedRatios(weft, manual);
+      expect(r.min).toBeCloseTo(k, 9);
+      expect(r.max).toBeCloseTo(k, 9);
+    }));
+  });
+  it('summarizes rows pair by pair per throughput figure', () => {
+    const row = (t1: number, t8: number, udp: number): RepeatFigures => ({ tcp1_gbps: t1, tcp8_gbps: t8, udp_gbps: udp, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0 });
+    const s = pairedSummary([row(0.3, 0.4, NaN), row(0.2, 0.4, NaN), row(0.33, 0.2, NaN)], [row(0.3, 0.5, 1), row(0.25, 0.4, 1), row(0.3, 0.2, 1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 });
+    expect(s.method).toBe('paired-interleaved');
+    expect(s.pairs).toBe(3);
+    expect(s.tcp1_gbps?.median).toBeCloseTo(1);
+    expect(s.tcp1_gbps?.min).toBeCloseTo(0.8);
+    expect(s.tcp1_gbps?.max).toBeCloseTo(1.1);
+    expect(s.tcp8_gbps).toMatchObject({ median: 1, min: 0.8, max: 1, n: 3 });
+    expect(s.udp_gbps).toBeNull();
+  });
+});
+
+describe('MTUs', () => {
+  it('reads the MTU from ip -o link output', () => {
+    expect(parseLinkMtu('7: weft0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1440 qdisc fq_codel state UNKNOWN mode DEFAULT group default qlen 500\\    link/none\n')).toBe(1440);
+    expect(parseLinkMtu('2: eth0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP')).toBe(1500);
+    expect(() => parseLinkMtu('Device "weft0" does not exist.')).toThrow(DatapathBenchError);
+    expect(() => parseLinkMtu('x: mtu 99999999 y')).toThrow(DatapathBenchError);
+  });
+  it('weft: every pod must have its node\'s weft0 MTU', () => {
+    expect(checkWeftMtus([{ node: 'n1', tunnel: 1440, pod: 1440 }, { node: 'n2', tunnel: 1440, pod: 1440 }])).toEqual({ tunnel: 1440, pod: 1440 });
+    expect(() => checkWeftMtus([{ node: 'n1', tunnel: 1440, pod: 1440 }, { node: 'n2', tunnel: 1440, pod: 1400 }])).toThrow(/pod MTU 1400 differs from weft0 MTU 1440 on n2/);
+    expect(() => checkWeftMtus([{ node: 'n1', tunnel: 1440, pod: 1440 }, { node: 'n2', tunnel: 1420, pod: 1420 }])).toThrow(/differ between nodes/);
+    expect(() => checkWeftMtus([])).toThrow(DatapathBenchError);
+  });
+  it('hand-made modes derive their MTU from the underlay; WireGuard as weft plans it, or weft0\'s', () => {
+    expect(manualMtu('plain', 1500)).toBe(1500);
+    expect(manualMtu('vxlan', 1500)).toBe(1450);
+    expect(manualMtu('wireguard-manual', 1500)).toBe(1440);
+    expect(manualMtu('wireguard-manual', 9000)).toBe(8940);
+    expect(manualMtu('wireguard-manual', 1500, 1400)).toBe(1400);
+  });
+});
+
 describe('/proc/stat', () => {
   const text = 'cpu  100 5 50 800 10 1 4 0 0 0\ncpu0 50 2 25 400 5 0 2 0 0 0\nintr 1\n';
   it('parses the aggregate line', () => {
@@ -125,8 +178,17 @@ describe('report', () => {
     const md = renderMarkdown(report(modes, { gossip_100: { converge_ms_max: 400 } }));
     expect(md).toMatch(/\| vxlan \| 1500 \| 8\.000 \(8\.000-8\.000\) \| 0\.800 \|/);
     expect(md).toContain('**userspace**');
-    expect(md).toContain('weft / wireguard-manual (target >= 0.97): tcp1_gbps 0.980');
+    expect(md).toContain('weft / wireguard-manual (target >= 0.97), ratio of the medians: tcp1_gbps 0.980');
     expect(md).toContain('| gossip_100 |');
+    expect(md).not.toContain('paired and interleaved');
+  });
+  it('Markdown shows the paired weft / manual ratios when the report has them', () => {
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: x, udp_gbps: x, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0 });
+    const summary = { weft_vs_manual: pairedSummary([row(0.97), row(0.9)], [row(1), row(1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 }) };
+    const md = renderMarkdown({ ...report(modes), summary });
+    expect(md).toContain('paired and interleaved');
+    expect(md).toContain('WireGuard MTU weft 1440, manual 1440');
+    expect(md).toContain('tcp1_gbps 0.935 (0.900-0.970, 2 pairs)');
   });
   it('the chart spec holds every mode and run; Vega renders it to SVG', async () => {
     const r = report(modes);
@@ -139,14 +201,14 @@ describe('report', () => {
 });
 
 describe('compare', () => {
-  const a = { modes: [mode('plain', 10), mode('weft', 1), mode('wireguard-manual', 1)], control_plane: { gossip_100: { converge_ms_max: 400, error: undefined } } };
+  const a = { modes: [mode('plain', 10), mode('weft', 1, { tunnel_mtu: 1440 }), mode('wireguard-manual', 1, { tunnel_mtu: 1440 })], control_plane: { gossip_100: { converge_ms_max: 400, error: undefined } } };
   it('flattens medians, ratios and numeric control-plane leaves', () => {
     const f = flatten(a);
     expect(f.get('weft.tcp1_gbps')).toBe(1);
     expect(f.get('ratio.weft_to_plain.tcp1_gbps')).toBeCloseTo(0.1);
     expect(f.get('ratio.weft_to_manual.tcp1_gbps')).toBe(1);
     expect(f.get('control_plane.gossip_100.converge_ms_max')).toBe(400);
-    expect([...f.keys()].some((k) => k.endsWith('_min') || k.endsWith('.mtu'))).toBe(false);
+    expect([...f.keys()].some((k) => k.endsWith('_min') || k.endsWith('mtu'))).toBe(false);
   });
   it('flags a ratio that dropped more than PCT, and only ratios', () => {
     const b = { modes: [mode('plain', 10), mode('weft', 0.9), mode('wireguard-manual', 1)], control_plane: { gossip_100: { converge_ms_max: 4000 } } };
@@ -167,6 +229,20 @@ describe('compare', () => {
       expect(compareReports(before, after, 0).some((r) => r.regression)).toBe(false);
       expect(compareReports(before, before, 0).some((r) => r.regression)).toBe(false);
     }));
+  });
+  it('reads the paired weft / manual ratios of the summary; a drop of their median is a regression', () => {
+    const paired = (median: number) => ({ weft_vs_manual: { method: 'paired-interleaved', pairs: 3, tcp1_gbps: { median, min: median - 0.05, max: median + 0.02, n: 3, ratios: [] }, tcp8_gbps: null, udp_gbps: null } });
+    const pa = { ...a, summary: paired(0.98) };
+    const pb = { ...a, summary: paired(0.9) };
+    const f = flatten(pa);
+    expect(f.get('ratio.weft_vs_manual.tcp1_gbps')).toBe(0.98);
+    expect(f.get('summary.weft_vs_manual_min.tcp1_gbps')).toBeCloseTo(0.93);
+    expect(f.get('summary.weft_vs_manual_max.tcp1_gbps')).toBe(1);
+    expect(f.has('ratio.weft_vs_manual.tcp8_gbps')).toBe(false);
+    expect(compareReports(pa, pb, 5).filter((r) => r.regression).map((r) => r.figure)).toEqual(['ratio.weft_vs_manual.tcp1_gbps']);
+    // Reports written before the summary existed still compare.
+    expect(compareReports(a, pb, 5).find((r) => r.figure === 'ratio.weft_vs_manual.tcp1_gbps')).toMatchObject({ a: null, b: 0.9, regression: false });
+    expect(renderComparison(compareReports(pa, pb))).toMatch(/summary\.weft_vs_manual_min\.tcp1_gbps\s+0\.9300\s+0\.8500\s+-8\.6% \(worse\)/);
   });
   it('rejects a bad threshold', () => {
     expect(() => compareReports(a, a, -1)).toThrow(/0\.\.100/);
