@@ -8,6 +8,7 @@ import { RecordsCache, recordsFromSnapshot } from '../plan/records.ts';
 import { planDatapath, type DatapathConfig } from '../plan/datapath.ts';
 import type { PlanFn } from './ports.ts';
 import { withoutRevoked } from '../token/store.ts';
+import { RelayRecordsCache, relayInputsFromSnapshot } from '../relay/records.ts';
 
 /** Facts about the local underlay the planner needs. */
 export interface UnderlayFacts {
@@ -29,10 +30,14 @@ export function makePlanFn(config: Config, underlay: UnderlayFacts): PlanFn {
   };
   // Parsed records memoized by payload identity: a plan per mesh change re-parses only what changed.
   const cache = new RecordsCache();
+  // Relay entries (issue 7): parsed apart from the node records; the same object while they are unchanged.
+  const relayCache = new RelayRecordsCache();
   return (snapshot, self) => {
     // Removed nodes and losers of a token race (issue 7) are dropped before any record is read.
-    const records = recordsFromSnapshot(withoutRevoked(snapshot), { clusterCIDRs: config.clusterCIDRs, cache });
-    const desired = planDatapath(self, records.nodes, dp);
-    return { desired, remotes: records.nodes, rejected: records.rejected };
+    const admitted = withoutRevoked(snapshot);
+    const records = recordsFromSnapshot(admitted, { clusterCIDRs: config.clusterCIDRs, cache });
+    const relay = relayInputsFromSnapshot(admitted, relayCache);
+    const desired = planDatapath(self, records.nodes, dp, relay);
+    return { desired, remotes: records.nodes, rejected: relay.rejected.length > 0 ? [...records.rejected, ...relay.rejected] : records.rejected, relay };
   };
 }

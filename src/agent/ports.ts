@@ -6,6 +6,7 @@
  */
 import type { MeshSnapshot } from '../../mesh/api.ts';
 import type { DesiredState, NodeInfo, PodRecord, RemoteNode } from '../model.ts';
+import type { RelayInputs } from '../relay/records.ts';
 
 /** One record the planner refused, with the reason; counted in metrics and logged at debug. */
 export interface RejectedRecord {
@@ -20,6 +21,8 @@ export interface PlanResult {
   /** Every validated remote node, whatever its liveness (the planner only peers alive/suspect ones). */
   readonly remotes: readonly RemoteNode[];
   readonly rejected: readonly RejectedRecord[];
+  /** The validated relay entries of the snapshot (issue 7), when the plan function reads them. */
+  readonly relay?: RelayInputs;
 }
 
 /** Pure, synchronous, no I/O and no clock. */

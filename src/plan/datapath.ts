@@ -8,6 +8,14 @@
 import type { DesiredPeer, DesiredRoute, DesiredState, NodeInfo, RemoteNode } from '../model.ts';
 import { canonicalCIDR, compareCIDR, familyOf, formatEndpoint, hostCIDR, parseEndpoint, tryParseIP, type Family } from './cidr.ts';
 import { endpointsForPeer } from './nat.ts';
+import { chooseRelay } from '../relay/choose.ts';
+import { relayCandidates, type RelayInputs, type RelaySession } from '../relay/records.ts';
+
+/** Persistent keepalive on both sides of a relayed link: the relay's NAT mappings must stay up. */
+export const RELAY_KEEPALIVE_S = 25;
+
+/** The relay facts the planner reads (validated by `src/relay/records.ts`). */
+export type RelayPlanInput = Pick<RelayInputs, 'offers' | 'sessions' | 'states'>;
 
 /** WireGuard's per-packet overhead over an IPv4 underlay (20 IP + 8 UDP + 32 WireGuard). */
 export const WG_OVERHEAD_V4 = 60;
@@ -74,6 +82,36 @@ export function chooseEndpoint(endpoints: readonly string[], families: readonly 
 /** The keepalive a node asks for, when it is a valid one (1..65535), else 0. */
 const keepaliveOf = (n: NodeInfo): number => (Number.isInteger(n.keepalive) && n.keepalive > 0 && n.keepalive <= 65535 ? n.keepalive : 0);
 
+/**
+ * A lookup peer name -> relayed endpoint for this node, built once per plan from the sessions that
+ * name this node (so peers without one cost a map miss, and the hashing runs only for those with one).
+ */
+function relayedPeers(self: string, relay: RelayPlanInput | undefined): ((peer: string, families: readonly Family[]) => { endpoint: string; relay: string } | undefined) | undefined {
+  if (!relay || relay.sessions.size === 0) return undefined;
+  const mine = new Map<string, Map<string, RelaySession>>();
+  for (const [r, list] of relay.sessions) {
+    for (const s of list) {
+      if (s.a !== self && s.b !== self) continue;
+      const peer = s.a === self ? s.b : s.a;
+      let m = mine.get(peer);
+      if (!m) mine.set(peer, (m = new Map()));
+      m.set(r, s);
+    }
+  }
+  if (mine.size === 0) return undefined;
+  const candidates = relayCandidates(relay);
+  return (peer, families) => {
+    const published = mine.get(peer);
+    if (!published) return undefined;
+    const chosen = chooseRelay(self, peer, candidates);
+    const s = chosen === undefined ? undefined : published.get(chosen);
+    const offer = chosen === undefined ? undefined : relay.offers.get(chosen);
+    if (!s || !offer || !families.includes(offer.family)) return undefined;
+    const port = s.a === self ? s.portA : s.portB;
+    return { endpoint: offer.family === 6 ? `[${offer.host}]:${port}` : `${offer.host}:${port}`, relay: chosen! };
+  };
+}
+
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /**
@@ -83,8 +121,13 @@ const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? 
  * NAT publishes `keepalive`; both sides then keep the mapping alive). Addresses: this node's mesh IP as a host
  * address. Routes: every cluster CIDR via `ifname`, nothing else. Throws {@link PlanError} only
  * for a bad `self` or `config`.
+ *
+ * Relaying (issue 7, `src/relay/README.md`): when `relay` holds a session for {self, peer} published
+ * by the pair's chosen relay (rendezvous hashing over the alive offers) and that relay is alive, the
+ * peer's endpoint is the relay's host and the port for this side, with keepalive
+ * {@link RELAY_KEEPALIVE_S}; the same holds on the peer's side whichever side asked.
  */
-export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], config: DatapathConfig): DesiredState {
+export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], config: DatapathConfig, relay?: RelayPlanInput): DesiredState {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(config.ifname)) throw new PlanError(`plan: bad interface name ${JSON.stringify(config.ifname)}`);
   if (!Number.isInteger(config.listenPort) || config.listenPort < 1 || config.listenPort > 65535) {
     throw new PlanError(`plan: bad listen port ${config.listenPort}`);
@@ -99,6 +142,7 @@ export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], con
   if (!selfHost) throw new PlanError(`plan: bad mesh IP ${JSON.stringify(self.meshIP)}`);
   const mtu = planMTU({ ...config, clusterCIDRs });
 
+  const relayed = relayedPeers(self.name, relay);
   const peers: DesiredPeer[] = [];
   const keys = new Set<string>();
   for (const r of [...remotes].sort((a, b) => byName(a.info, b.info))) {
@@ -112,13 +156,15 @@ export function planDatapath(self: NodeInfo, remotes: readonly RemoteNode[], con
     }
     const host = hostCIDR(r.info.meshIP);
     if (host && tryParseIP(r.info.meshIP)) allowed.add(host);
-    const endpoint = chooseEndpoint(endpointsForPeer(r.info.endpoints, self.endpoints), config.underlayFamilies);
+    const via = relayed?.(r.info.name, config.underlayFamilies);
+    const endpoint = via?.endpoint ?? chooseEndpoint(endpointsForPeer(r.info.endpoints, self.endpoints), config.underlayFamilies);
     const peer: DesiredPeer = {
       name: r.info.name,
       publicKey: r.info.wgPublicKey,
       allowedIPs: [...allowed].sort(compareCIDR),
-      persistentKeepalive: keepaliveOf(r.info) || keepaliveOf(self),
+      persistentKeepalive: via ? RELAY_KEEPALIVE_S : keepaliveOf(r.info) || keepaliveOf(self),
       ...(endpoint ? { endpoint } : {}),
+      ...(via ? { relay: via.relay } : {}),
     };
     peers.push(peer);
   }
