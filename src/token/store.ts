@@ -41,6 +41,13 @@ export interface TokenEntry {
   readonly uses: number;
   readonly issuedBy: string;
   readonly description?: string;
+  /**
+   * Set when a member re-published a token it found in the Kubernetes Secret mirror but the mesh had
+   * lost (whole-mesh restart): that member owns the entry; `issuedBy` stays the original issuer.
+   */
+  readonly restoredBy?: string;
+  /** Uses already spent before the restore (the claims were lost with the mesh); counted against `uses`. */
+  readonly spentBefore?: number;
 }
 
 /** A token revoked by a member. */
@@ -157,9 +164,38 @@ export function parseTokenEntry(payload: Uint8Array, owner: string): TokenEntry 
   const v = readJson(payload);
   if (!v || v.format !== 1 || typeof v.id !== 'string' || !ID_RE.test(v.id) || typeof v.verifier !== 'string' || !B64_32.test(v.verifier)) return undefined;
   if (!isTime(v.createdAt) || !isTime(v.expiresAt) || typeof v.uses !== 'number' || !Number.isInteger(v.uses) || v.uses < 1 || v.uses > 1000) return undefined;
-  if (v.issuedBy !== owner) return undefined;
+  // The owner signs the entry: either the issuer, or the member that restored it from the Secret mirror.
+  if (v.restoredBy === undefined ? v.issuedBy !== owner : v.restoredBy !== owner || !isName(v.issuedBy)) return undefined;
+  if (v.spentBefore !== undefined && (v.restoredBy === undefined || typeof v.spentBefore !== 'number' || !Number.isInteger(v.spentBefore) || v.spentBefore < 0 || v.spentBefore > v.uses)) return undefined;
   if (v.description !== undefined && (typeof v.description !== 'string' || v.description.length > 256)) return undefined;
-  return { format: 1, id: v.id, verifier: v.verifier, createdAt: v.createdAt, expiresAt: v.expiresAt, uses: v.uses, issuedBy: owner, ...(v.description !== undefined ? { description: v.description as string } : {}) };
+  return {
+    format: 1,
+    id: v.id,
+    verifier: v.verifier,
+    createdAt: v.createdAt,
+    expiresAt: v.expiresAt,
+    uses: v.uses,
+    issuedBy: v.issuedBy as string,
+    ...(v.description !== undefined ? { description: v.description as string } : {}),
+    ...(v.restoredBy !== undefined ? { restoredBy: owner, spentBefore: (v.spentBefore as number | undefined) ?? 0 } : {}),
+  };
+}
+
+/**
+ * Which of two entries for the same id every member keeps: an original beats a restored copy (its claims
+ * are still in the mesh), then the earliest `createdAt`, the lower issuer, the most uses already spent,
+ * the lower restorer. Negative when `a` wins.
+ */
+export function compareTokenEntries(a: TokenEntry, b: TokenEntry): number {
+  const ra = a.restoredBy !== undefined ? 1 : 0;
+  const rb = b.restoredBy !== undefined ? 1 : 0;
+  if (ra !== rb) return ra - rb;
+  if (a.createdAt !== b.createdAt) return a.createdAt - b.createdAt;
+  if (a.issuedBy !== b.issuedBy) return a.issuedBy < b.issuedBy ? -1 : 1;
+  if ((a.spentBefore ?? 0) !== (b.spentBefore ?? 0)) return (b.spentBefore ?? 0) - (a.spentBefore ?? 0);
+  const xa = a.restoredBy ?? '';
+  const xb = b.restoredBy ?? '';
+  return xa < xb ? -1 : xa > xb ? 1 : 0;
 }
 
 function parseRevocation(payload: Uint8Array, owner: string): TokenRevocation | undefined {
@@ -213,8 +249,8 @@ function* entriesWith(snapshot: MeshSnapshot, prefix: string): Generator<{ owner
 
 /**
  * Every token the mesh knows, with its revocation and claims. When two members published the same id (a
- * collision, astronomically rare), the earliest `createdAt` wins, ties on the lower issuer name. Claims for a
- * joiner name count once (the earliest).
+ * collision, astronomically rare, or copies restored from the Secret mirror), {@link compareTokenEntries}
+ * picks one. Claims for a joiner name count once (the earliest).
  */
 export function collectTokens(snapshot: MeshSnapshot): Map<string, TokenState> {
   const entries = new Map<string, TokenEntry>();
@@ -222,7 +258,7 @@ export function collectTokens(snapshot: MeshSnapshot): Map<string, TokenState> {
     const t = parseTokenEntry(payload, owner);
     if (!t || key !== `${TOKEN_PREFIX_KEY}${t.id}`) continue;
     const prev = entries.get(t.id);
-    if (!prev || t.createdAt < prev.createdAt || (t.createdAt === prev.createdAt && t.issuedBy < prev.issuedBy)) entries.set(t.id, t);
+    if (!prev || compareTokenEntries(t, prev) < 0) entries.set(t.id, t);
   }
   const revs = new Map<string, TokenRevocation>();
   for (const { owner, key, payload } of entriesWith(snapshot, TOKEN_REVOKED_PREFIX)) {
@@ -244,9 +280,10 @@ export function collectTokens(snapshot: MeshSnapshot): Map<string, TokenState> {
     const all = (claims.get(id) ?? []).sort(compareClaims);
     const seen = new Set<string>();
     const unique = all.filter((c) => (seen.has(c.joiner) ? false : (seen.add(c.joiner), true)));
-    const winners = unique.slice(0, entry.uses);
+    const uses = Math.max(0, entry.uses - (entry.spentBefore ?? 0));
+    const winners = unique.slice(0, uses);
     const rev = revs.get(id);
-    out.set(id, { entry, ...(rev ? { revoked: rev } : {}), claims: unique, winners, usesLeft: Math.max(0, entry.uses - winners.length) });
+    out.set(id, { entry, ...(rev ? { revoked: rev } : {}), claims: unique, winners, usesLeft: Math.max(0, uses - winners.length) });
   }
   return out;
 }
@@ -280,6 +317,8 @@ export interface TokenListing {
   readonly status: TokenStatus;
   readonly redeemedBy: readonly string[];
   readonly description?: string;
+  /** The member that re-published it from the Kubernetes Secret mirror after the mesh lost it. */
+  readonly restoredBy?: string;
 }
 
 /** The token list as every member sees it, newest first. */
@@ -295,6 +334,7 @@ export function listTokens(snapshot: MeshSnapshot, now: number): TokenListing[] 
       status: tokenStatus(s, now),
       redeemedBy: s.winners.map((c) => c.joiner),
       ...(s.entry.description !== undefined ? { description: s.entry.description } : {}),
+      ...(s.entry.restoredBy !== undefined ? { restoredBy: s.entry.restoredBy } : {}),
     }))
     .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? -1 : 1));
 }

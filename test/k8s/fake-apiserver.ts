@@ -18,7 +18,11 @@
  *   starts matching as ADDED; an unsupported field is a 400;
  * - PATCH of a node with `application/merge-patch+json` or `application/strategic-merge-patch+json`
  *   (RFC 7386 merge; the two are equivalent for the map fields weft patches: annotations, labels);
- * - bearer-token authentication when a token is configured (401 otherwise).
+ * - bearer-token authentication when a token is configured (401 otherwise);
+ * - Secrets in a namespace (`/api/v1/namespaces/<ns>/secrets[/<name>]`): get, create (409 AlreadyExists),
+ *   replace (PUT) with optimistic concurrency (a `metadata.resourceVersion` other than the stored one is a
+ *   409 Conflict, as etcd's compare-and-swap makes it; none = unconditional), the 1 MiB size limit (422),
+ *   and the same global resourceVersion counter. No watch on secrets (weft does not watch them).
  *
  * Test controls: add/modify/delete objects, compact the history, expire all watches (410), drop
  * every open connection, hang (accept requests and never answer), go down (refuse connections) and
@@ -166,6 +170,12 @@ export class FakeApiServer {
   private readonly hung = new Set<ServerResponse>();
   /** The port the server listens on (kept across {@link down}/{@link up}). */
   port = 0;
+  private readonly secrets = new Map<string, KubeObject>();
+  /**
+   * Called before a Secret write (PUT or POST) is applied, with the namespace and name; a test uses it to
+   * change the Secret under a writer (forcing a 409), or to fail the write by returning an HTTP status.
+   */
+  beforeSecretWrite: ((namespace: string, name: string, method: string) => number | void) | undefined;
 
   private constructor(opts: FakeApiServerOptions) {
     this.opts = opts;
@@ -241,6 +251,34 @@ export class FakeApiServer {
   getNode(name: string): KubeObject | undefined {
     const n = this.objects.nodes.get(name);
     return n && clone(n);
+  }
+
+  /** Creates or replaces a Secret directly (bumps its resourceVersion). `data` values are base64, as in the API. */
+  putSecret(namespace: string, name: string, data: Record<string, string> | undefined, extra: Partial<KubeObject> = {}): KubeObject {
+    const key = `${namespace}/${name}`;
+    const prev = this.secrets.get(key);
+    this.rv += 1;
+    const obj: KubeObject = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      ...clone(extra),
+      metadata: { ...(prev?.metadata ?? {}), ...clone(extra.metadata ?? {}), name, namespace, resourceVersion: String(this.rv), uid: prev?.metadata.uid ?? `uid-${++this.uidSeq}` },
+      ...(data !== undefined ? { data: clone(data) } : {}),
+    };
+    this.secrets.set(key, obj);
+    return clone(obj);
+  }
+
+  /** The stored Secret, or undefined. */
+  getSecret(namespace: string, name: string): KubeObject | undefined {
+    const s = this.secrets.get(`${namespace}/${name}`);
+    return s && clone(s);
+  }
+
+  /** Deletes a Secret; false when it did not exist. */
+  deleteSecret(namespace: string, name: string): boolean {
+    return this.secrets.delete(`${namespace}/${name}`);
   }
 
   /** Drops the whole event history: a watch from any RV older than the current one gets 410 Gone. */
@@ -437,6 +475,11 @@ export class FakeApiServer {
       this.reply(req, res, 401, status(401, 'Unauthorized', 'Unauthorized'), undefined);
       return;
     }
+    const sm = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(url.pathname);
+    if (sm) {
+      await this.handleSecret(req, res, decodeURIComponent(sm[1]!), sm[2] !== undefined ? decodeURIComponent(sm[2]) : undefined);
+      return;
+    }
     const m =
       /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?(nodes|pods)(?:\/([^/]+))?$/.exec(url.pathname) ?? undefined;
     if (!m) {
@@ -531,6 +574,65 @@ export class FakeApiServer {
     if (Number.isFinite(timeout) && timeout > 0) {
       w.timer = setTimeout(() => this.endWatch(w), timeout * 1000);
     }
+  }
+
+  private async handleSecret(req: IncomingMessage, res: ServerResponse, namespace: string, name: string | undefined): Promise<void> {
+    const method = req.method ?? 'GET';
+    if (method === 'GET' && name !== undefined) {
+      const obj = this.secrets.get(`${namespace}/${name}`);
+      if (!obj) this.reply(req, res, 404, status(404, 'NotFound', `secrets "${name}" not found`), undefined);
+      else this.reply(req, res, 200, obj, undefined);
+      return;
+    }
+    if (!((method === 'PUT' && name !== undefined) || (method === 'POST' && name === undefined))) {
+      this.reply(req, res, 405, status(405, 'MethodNotAllowed', `${method} on secrets not supported by the fake`), undefined);
+      return;
+    }
+    const text = await this.readBody(req);
+    let body: KubeObject;
+    try {
+      body = JSON.parse(text) as KubeObject;
+    } catch {
+      this.reply(req, res, 400, status(400, 'BadRequest', 'body is not JSON'), text);
+      return;
+    }
+    const target = name ?? body.metadata?.name;
+    if (typeof target !== 'string' || target === '' || (name !== undefined && body.metadata?.name !== undefined && body.metadata.name !== name)) {
+      this.reply(req, res, 400, status(400, 'BadRequest', 'the name of the object does not match the name on the URL'), body);
+      return;
+    }
+    const injected = this.beforeSecretWrite?.(namespace, target, method);
+    if (typeof injected === 'number') {
+      this.reply(req, res, injected, status(injected, 'InternalError', `injected failure ${injected}`), body);
+      return;
+    }
+    const key = `${namespace}/${target}`;
+    const current = this.secrets.get(key);
+    const data = (body as { data?: Record<string, string> }).data;
+    const size = Object.values(data ?? {}).reduce((n, v) => n + Buffer.from(String(v), 'base64').length, 0);
+    if (size > 1024 * 1024) {
+      this.reply(req, res, 422, status(422, 'Invalid', `Secret "${target}" is invalid: data: Too long: must have at most 1048576 bytes`), body);
+      return;
+    }
+    if (method === 'POST') {
+      if (current) {
+        this.reply(req, res, 409, status(409, 'AlreadyExists', `secrets "${target}" already exists`), body);
+        return;
+      }
+    } else {
+      if (!current) {
+        this.reply(req, res, 404, status(404, 'NotFound', `secrets "${target}" not found`), body);
+        return;
+      }
+      const rv = body.metadata?.resourceVersion;
+      if (rv !== undefined && rv !== '' && rv !== current.metadata.resourceVersion) {
+        this.reply(req, res, 409, status(409, 'Conflict', `Operation cannot be fulfilled on secrets "${target}": the object has been modified; please apply your changes to the latest version and try again`), body);
+        return;
+      }
+    }
+    const { metadata, ...rest } = body;
+    const stored = this.putSecret(namespace, target, data, { ...rest, metadata: { ...metadata, name: target } } as Partial<KubeObject>);
+    this.reply(req, res, method === 'POST' ? 201 : 200, stored, body);
   }
 
   private async patchNode(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
