@@ -183,8 +183,15 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     await agent.start();
     cleanups.unshift(() => agent.stop({ leave: config.leaveOnExit }));
     // Join tokens (issue 7): the join listener on <underlay>:--join-port and the /v1/token, /v1/node routes.
-    const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, keyring: meshKeys.keyring, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort });
+    const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, keyring: meshKeys.keyring, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort, clusterCIDRs: config.clusterCIDRs });
     cleanups.unshift(() => tokens.close());
+    // In-cluster, tokens are also mirrored into a Secret (src/k8s/token-secret.ts): write-through, resync, read-back.
+    const tokenMirror = kube ? (await import('../k8s/token-secret.ts')).startAgentTokenMirror({ kubeconfig: config.kubeconfig, mesh, self: config.name, meshKeys: () => [meshKeys.keyring.primary(), meshKey], logger: logger.child({ component: 'token-secret' }) }) : undefined;
+    if (tokenMirror) {
+      tokens.onTokensChanged((e) => tokenMirror.trigger(`token-${e.kind}`));
+      (await import('../k8s/token-secret.ts')).registerTokenMirrorMetrics(metrics.registry, tokenMirror);
+      cleanups.unshift(() => tokenMirror.stop());
+    }
     // Audit trail: rejected records and packets, aggregated per minute (never a line per packet).
     const rejections = startRejectionAudit({ logger: log, intervalMs: 60_000, read: () => readRejections(metrics.rejectedRecords, () => mesh?.stats() as unknown as Record<string, unknown> | undefined) });
     cleanups.unshift(async () => rejections.stop());
@@ -261,6 +268,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
         await rejections.flush();
         await kubeCleanup?.();
         await tokens.close();
+        await tokenMirror?.stop();
         await agent.stop({ leave: config.leaveOnExit });
         await api.close();
         await cni?.close();

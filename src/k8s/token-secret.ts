@@ -16,7 +16,9 @@
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { MeshSnapshot } from '../../mesh/api.ts';
+import { loadKubeConfig } from './start.ts';
 import { type BackoffPolicy, type Clock, DEFAULT_BACKOFF, type TimerHandle, backoffDelay, systemClock } from './clock.ts';
 import {
   DEFAULT_MIRROR_MAX_BYTES,
@@ -416,4 +418,45 @@ export function startTokenSecretMirror(o: StartTokenSecretMirrorOptions): TokenS
   const mirror = new TokenSecretMirror({ ...rest, transport: secretTransport(kubeConfig, namespace, name) });
   mirror.start();
   return mirror;
+}
+
+/**
+ * The agent's mirror: loads the same Kubernetes configuration as the source (`--kubeconfig`, else in-cluster)
+ * and starts the mirror, or returns undefined when there is no Kubernetes or `WEFT_TOKEN_SECRET=off`. Never
+ * blocks on the API server. Throws `KubeConfigError` only for a kubeconfig file that does not load.
+ */
+export function startAgentTokenMirror(o: Omit<StartTokenSecretMirrorOptions, 'kubeConfig'> & { readonly kubeconfig: string | undefined }): TokenSecretMirror | undefined {
+  const env = o.env ?? process.env;
+  if ((env.WEFT_TOKEN_SECRET ?? '').trim().toLowerCase() === 'off') return undefined;
+  const kubeConfig = loadKubeConfig(o.kubeconfig, env);
+  if (kubeConfig === undefined) return undefined;
+  const { kubeconfig: _k, ...rest } = o;
+  return startTokenSecretMirror({ ...rest, env, kubeConfig });
+}
+
+/** Exposes the mirror's counters as Prometheus metrics (`weft_token_secret_*`), read at scrape time. */
+export function registerTokenMirrorMetrics(registry: Registry, mirror: Pick<TokenSecretMirror, 'stats'>): void {
+  const r = [registry];
+  new Counter({
+    name: 'weft_token_secret_syncs_total', help: 'Token Secret mirror syncs by result (written, unchanged, conflict, error)', labelNames: ['result'], registers: r,
+    collect() {
+      this.reset();
+      const s = mirror.stats;
+      for (const [result, n] of Object.entries({ written: s.writes, unchanged: s.unchanged, conflict: s.conflicts, error: s.errors })) if (n > 0) this.inc({ result }, n);
+    },
+  });
+  new Counter({
+    name: 'weft_token_secret_restored_total', help: 'Tokens and revocations re-published to the mesh from the Token Secret', labelNames: ['kind'], registers: r,
+    collect() {
+      this.reset();
+      if (mirror.stats.restored > 0) this.inc({ kind: 'token' }, mirror.stats.restored);
+      if (mirror.stats.restoredRevocations > 0) this.inc({ kind: 'revocation' }, mirror.stats.restoredRevocations);
+    },
+  });
+  new Gauge({
+    name: 'weft_token_secret_dropped_tokens', help: 'Tokens left out of the Token Secret by its size bound at the last sync', registers: r,
+    collect() {
+      this.set(mirror.stats.droppedForSize);
+    },
+  });
 }
