@@ -14,7 +14,7 @@ import type { WgDevice } from '../wireguard/backend.ts';
 import type { Health } from '../observe/health.ts';
 import { peerLink, type PeerLink } from '../observe/peers.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
-import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn } from './ports.ts';
+import type { BlockClaim, BlockStore, DatapathPort, DnsPort, HostNetPort, PlanFn, RelayPort } from './ports.ts';
 import { chooseBlock, gatewayOf } from '../ipam/blocks.ts';
 import { LinkProber, type ProbeSender } from '../relay/prober.ts';
 import type { LinkTarget } from '../relay/links.ts';
@@ -81,6 +81,8 @@ export interface AgentDeps {
    * reports failed direct links to `relay`. Off when absent (tests); needs `readDevice`.
    */
   readonly prober?: { readonly sender: ProbeSender; readonly intervalMs?: number; readonly relayAfterMs?: number };
+  /** Relaying (issue 7, `src/relay/service.ts`): fed every plan and the prober's failed links; stopped with the agent. */
+  readonly relay?: RelayPort;
   /**
    * After start, how long an existing datapath is left untouched while no other member has been
    * heard from (restart adoption). Default max(2 x resync, 60 s).
@@ -104,6 +106,8 @@ export interface PeerStatus {
   readonly state: string;
   /** WireGuard link state, see {@link peerLink}. */
   readonly link: PeerLink;
+  /** The relay node the link goes through, when it is `relayed`. */
+  readonly relay?: string;
 }
 
 /** What `GET /v1/status` returns. */
@@ -271,7 +275,7 @@ export class Agent {
   }
 
   #onFailingLinks(names: readonly string[]): void {
-    void names;
+    if (!this.#stopped) this.#d.relay?.setFailing(names);
   }
 
   /** Replaces the set of local pods (from the CNI handler); publishes only what changed. Never blocks. */
@@ -357,6 +361,14 @@ export class Agent {
         this.#joined = true;
         health?.setReady('mesh', true, 'joined');
         this.#log.info('heard from another member');
+      }
+      if (result.relay && this.#d.relay) {
+        try {
+          this.#d.relay.update({ snapshot, self: this.#self!, behindNAT: this.behindNAT, remotes: result.remotes, relay: result.relay });
+        } catch (err) {
+          metrics?.reconcileErrors.inc({ stage: 'relay' });
+          this.#log.child({ component: 'relay' }).error({ err }, 'relay update failed');
+        }
       }
       this.#auditPeers(result.desired);
       this.#lastDesired = result.desired;
@@ -635,20 +647,24 @@ export class Agent {
     for (const m of snapshot.members) members[m.state] = (members[m.state] ?? 0) + 1;
     const byKey = new Map<string, RemoteNode>();
     for (const r of this.#lastRemotes) byKey.set(r.info.wgPublicKey, r);
+    const relays = new Map<string, string>();
+    for (const p of this.#lastDesired?.peers ?? []) if (p.relay !== undefined) relays.set(p.publicKey, p.relay);
     const device = this.#d.readDevice ? await this.#d.readDevice().catch(() => null) : null;
     const nowS = Math.floor(this.#d.clock() / 1000);
     const peers: PeerStatus[] = [];
     if (device) {
       for (const p of device.peers) {
         const r = byKey.get(p.publicKey);
+        const relay = relays.get(p.publicKey);
         peers.push({
           name: r?.info.name ?? '?', publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs,
-          lastHandshake: p.lastHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, state: r?.state ?? 'unknown', link: peerLink(p, nowS),
+          lastHandshake: p.lastHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes, state: r?.state ?? 'unknown', link: peerLink({ ...p, relay }, nowS),
+          ...(relay !== undefined ? { relay } : {}),
         });
       }
     } else {
       for (const p of this.#lastDesired?.peers ?? []) {
-        peers.push({ name: p.name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, lastHandshake: 0, rxBytes: 0, txBytes: 0, state: byKey.get(p.publicKey)?.state ?? 'unknown', link: peerLink({ endpoint: p.endpoint, lastHandshake: 0 }, nowS) });
+        peers.push({ name: p.name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs, lastHandshake: 0, rxBytes: 0, txBytes: 0, state: byKey.get(p.publicKey)?.state ?? 'unknown', link: peerLink({ endpoint: p.endpoint, lastHandshake: 0, relay: p.relay }, nowS), ...(p.relay !== undefined ? { relay: p.relay } : {}) });
       }
     }
     peers.sort((a, b) => a.name.localeCompare(b.name));
@@ -689,6 +705,7 @@ export class Agent {
       ['mesh', () => this.#d.mesh.stop()],
       ['datapath', () => this.#d.datapath.stop()],
       ['dns', () => this.#d.dns?.close() ?? Promise.resolve()],
+      ['relay', () => this.#d.relay?.stop() ?? Promise.resolve()],
     ];
     for (const [what, fn] of steps) {
       try {

@@ -7,6 +7,7 @@
 import type { MeshSnapshot } from '../../mesh/api.ts';
 import type { DesiredState, NodeInfo, PodRecord, RemoteNode } from '../model.ts';
 import type { RelayInputs } from '../relay/records.ts';
+import type { RelayUpdate } from '../relay/service.ts';
 
 /** One record the planner refused, with the reason; counted in metrics and logged at debug. */
 export interface RejectedRecord {
@@ -81,4 +82,14 @@ export interface HostNetPort {
   enableForwarding(families: readonly (4 | 6)[]): Promise<void>;
   /** Removes the bridge (uninstall). */
   removeBridge(): Promise<void>;
+}
+
+/**
+ * Relaying for peers that cannot reach each other (issue 7; `src/relay/service.ts`). `update` runs
+ * on every reconcile, `setFailing` after every link-prober pass; neither blocks nor throws.
+ */
+export interface RelayPort {
+  update(u: RelayUpdate): void;
+  setFailing(names: readonly string[]): void;
+  stop(): Promise<void>;
 }

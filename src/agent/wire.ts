@@ -23,6 +23,8 @@ import { startTokenService } from '../token/service.ts';
 import { FileBlockStore } from './block-store.ts';
 import { makePlanFn } from './plan.ts';
 import { udpProbeSender } from '../relay/prober.ts';
+import { RelayService } from '../relay/service.ts';
+import { registerRelayMetrics } from '../relay/metrics.ts';
 import type { HostNetPort } from './ports.ts';
 import { planMTU } from '../plan/datapath.ts';
 import { registerDnsMetrics, type DnsServer } from '../dns/server.ts';
@@ -155,6 +157,13 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     cleanups.push(() => dns!.close());
 
     let cni: CniMount | undefined;
+    // Relaying (issue 7): offers on the underlay address, asks for relays, forwards when chosen.
+    const relay = new RelayService({
+      name: config.name, mode: config.relay, ports: config.relayPorts, host: underlay.addr, families: [underlay.family], mesh,
+      clock: Date.now, logger: logger.child({ component: 'relay' }), retrigger: () => agentRef?.trigger('relay'),
+    });
+    cleanups.push(() => relay.stop());
+    registerRelayMetrics(metrics.registry, { relay: () => relay.stats(), prober: () => agentRef?.prober?.stats() });
     let kubeCleanup: (() => Promise<void>) | undefined;
     const agent: Agent = new Agent({
       config,
@@ -175,6 +184,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       health,
       readDevice: () => dp.readDevice(),
       prober: { sender: udpProbeSender(), intervalMs: config.probeIntervalMs, relayAfterMs: config.relayAfterMs },
+      relay,
       onBlockChanged: async (claim, previous) => {
         if (previous) await cni?.blockChanged(claim.podCIDRs);
       },

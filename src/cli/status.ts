@@ -71,7 +71,7 @@ export function renderPeers(s: AgentStatus, now: number): string {
       formatAge(p.lastHandshake, now) + (peerUnhealthy(p, now) ? ' !' : ''),
       formatBytes(p.rxBytes),
       formatBytes(p.txBytes),
-      p.link ?? '-',
+      p.link === 'relayed' && p.relay ? `relayed via ${p.relay}` : (p.link ?? '-'),
       p.state,
     ]);
   }

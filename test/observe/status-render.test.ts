@@ -27,3 +27,15 @@ describe('weft status rendering (issue 9 additions)', () => {
     expect(renderPeers({ ...base, peers: base.peers.slice(0, 1) }, 100_000)).not.toContain('without a handshake');
   });
 });
+
+describe('weft status: relayed peers (issue 7)', () => {
+  const relayed = { name: 'n4', publicKey: 'K4=', endpoint: '198.18.0.3:51900', allowedIPs: ['10.244.4.0/24'], rxBytes: 1, txBytes: 2, state: 'alive', link: 'relayed' as const, relay: 'n5' };
+  it('shows the relay a peer goes through, and still flags it when its handshake is stale', () => {
+    const fresh = renderPeers({ ...base, peers: [{ ...relayed, lastHandshake: 100_000 - 5 }] }, 100_000);
+    expect(fresh).toMatch(/^n4\s+198\.18\.0\.3:51900\s.*5s\s.*relayed via n5\s+alive$/m);
+    expect(fresh).not.toContain('without a handshake');
+    const stale = renderPeers({ ...base, peers: [{ ...relayed, lastHandshake: 100_000 - 200 }] }, 100_000);
+    expect(stale).toMatch(/^n4\s.*3m20s !.*relayed via n5/m);
+    expect(stale).toContain('! 1 of 1 peers without a handshake');
+  });
+});

@@ -93,3 +93,16 @@ describe('assessLinks', () => {
     );
   });
 });
+
+describe('peerLink (status)', async () => {
+  const { peerLink } = await import('../../src/observe/peers.ts');
+  it.each([
+    [{ endpoint: 'x', lastHandshake: 995, relay: 'r' }, 'relayed'],
+    [{ endpoint: 'x', lastHandshake: 0, relay: 'r' }, 'relayed'],
+    [{ endpoint: 'x', lastHandshake: 995 }, 'connected'],
+    [{ endpoint: 'x', lastHandshake: 0 }, 'handshaking'],
+    [{ lastHandshake: 0 }, 'unreachable'],
+  ])('%j is %s', (p, link) => {
+    expect(peerLink(p, 1000)).toBe(link);
+  });
+});
