@@ -13,7 +13,8 @@ import { joinMesh } from '../../src/token/join-client.ts';
 import { collectTokens, listTokens, tokenEntryWrite, tokenRevocationWrite } from '../../src/token/store.ts';
 import { decodeMirror, mirrorKey, mirrorSealKey, parseMirrored } from '../../src/token/mirror.ts';
 import { parseToken, tokenVerifier } from '../../src/token/token.ts';
-import { TokenSecretMirror, agentNamespace, secretTransport, startTokenSecretMirror } from '../../src/k8s/token-secret.ts';
+import { Registry } from 'prom-client';
+import { TokenSecretMirror, agentNamespace, registerTokenMirrorMetrics, secretTransport, startAgentTokenMirror, startTokenSecretMirror } from '../../src/k8s/token-secret.ts';
 import type { Clock } from '../../src/k8s/clock.ts';
 import { FakeApiServer } from './fake-apiserver.ts';
 import { FakeMember, sync } from '../token/fake-mesh.ts';
@@ -344,5 +345,24 @@ describe('token Secret mirror (real client, fake API server)', () => {
     cleanups.push(() => mirror.stop());
     await until('first sync', () => mirror.stats.writes === 1);
     expect(Object.keys((api.getSecret('other-ns', 'my-tokens') as unknown as { data: Record<string, string> }).data)).toEqual([mirrorKey(id)]);
+  });
+
+  it('the agent entry point is off without Kubernetes or with WEFT_TOKEN_SECRET=off, and exports its counters as metrics', async () => {
+    const clock = testClock();
+    const a = member('node-a', clock);
+    const base = { mesh: a.mesh, self: 'node-a', meshKeys: () => [MESH_KEY], logger: silent, clock };
+    expect(startAgentTokenMirror({ ...base, kubeconfig: undefined, env: {} })).toBeUndefined();
+    expect(startAgentTokenMirror({ ...base, kubeconfig: undefined, env: { KUBERNETES_SERVICE_HOST: '10.0.0.1', WEFT_TOKEN_SECRET: 'off' } })).toBeUndefined();
+    const api = await fakeApi();
+    a.admitter.create({ ttlMs: 3600_000, uses: 1 });
+    const mirror = mirrorFor(api, a, clock);
+    await mirror.syncNow();
+    await mirror.syncNow();
+    const registry = new Registry();
+    registerTokenMirrorMetrics(registry, mirror);
+    const text = await registry.metrics();
+    expect(text).toContain('weft_token_secret_syncs_total{result="written"} 1');
+    expect(text).toContain('weft_token_secret_syncs_total{result="unchanged"} 1');
+    expect(text).toContain('weft_token_secret_dropped_tokens 0');
   });
 });
