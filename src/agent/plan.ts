@@ -32,12 +32,18 @@ export function makePlanFn(config: Config, underlay: UnderlayFacts): PlanFn {
   const cache = new RecordsCache();
   // Relay entries (issue 7): parsed apart from the node records; the same object while they are unchanged.
   const relayCache = new RelayRecordsCache();
+  // The cache hands back the same frozen records for an unchanged mesh; the plan of those records
+  // for the same self record is then the last one (same object, so the datapath can skip its diff).
+  let last: { records: object; self: object; relay: object; out: ReturnType<PlanFn> } | undefined;
   return (snapshot, self) => {
     // Removed nodes and losers of a token race (issue 7) are dropped before any record is read.
     const admitted = withoutRevoked(snapshot);
     const records = recordsFromSnapshot(admitted, { clusterCIDRs: config.clusterCIDRs, cache });
     const relay = relayInputsFromSnapshot(admitted, relayCache);
+    if (last && last.records === records && last.self === self && last.relay === relay) return last.out;
     const desired = planDatapath(self, records.nodes, dp, relay);
-    return { desired, remotes: records.nodes, rejected: relay.rejected.length > 0 ? [...records.rejected, ...relay.rejected] : records.rejected, relay };
+    const out = { desired, remotes: records.nodes, rejected: relay.rejected.length > 0 ? [...records.rejected, ...relay.rejected] : records.rejected, relay };
+    last = { records, self, relay, out };
+    return out;
   };
 }

@@ -11,6 +11,11 @@
  * wireguard-go or a recreated link forces a real read). Reading 1,000 peers over UAPI costs tens of
  * milliseconds; this keeps a one-peer change to one write and no read, while drift by hand is
  * still repaired within one resync period, exactly as without the model.
+ *
+ * An `apply` of the very state object the last successful pass reconciled (the planner hands back
+ * the same object when nothing it depends on changed), while the model is trusted, is not diffed at
+ * all: at 1,000 peers every diff allocates per peer, and most triggers of a large mesh change
+ * nothing. Drift repair does not depend on applies: the periodic resync always reads and diffs.
  */
 import type { Logger } from 'pino';
 import type { DesiredState } from '../model.ts';
@@ -64,6 +69,8 @@ export interface ReconcileResult {
   readonly errors: readonly DatapathError[];
   /** True when the reconciler was stopped before this trigger ran. */
   readonly skipped?: boolean;
+  /** True when the state was the one the last successful pass applied, so nothing was diffed. */
+  readonly unchanged?: boolean;
   /** Milliseconds per stage (device, link, addresses, routes), for benchmarks and debug logs. */
   readonly stageMs?: Readonly<Record<string, number>>;
 }
@@ -85,6 +92,8 @@ export interface DatapathStats {
   readonly coalesced: number;
   /** Routes of other protocols weft replaced to keep the cluster CIDR fail-closed. */
   readonly foreignRoutesReplaced: number;
+  /** Applies of the state the last successful pass applied, answered without a diff. */
+  readonly unchanged: number;
 }
 
 const defaultTimers: ResyncTimers = {
@@ -111,10 +120,12 @@ export class DatapathReconciler {
   private waiters: ((r: ReconcileResult) => void)[] = [];
   private timer: unknown;
   private stopped = false;
-  private counters = { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0, coalesced: 0, foreignRoutesReplaced: 0, deviceReads: 0 };
+  private counters = { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0, coalesced: 0, foreignRoutesReplaced: 0, deviceReads: 0, unchanged: 0 };
   private readonly trustMs: number;
   /** The device as last read and patched, with the ifindex of its link at that time. */
   private model: { ifname: string; ifindex: number; device: WgDevice; readAt: number } | undefined;
+  /** The state object the last pass reconciled without errors (identity), for unchanged applies. */
+  private applied: DesiredState | undefined;
   /** A resync asked for a real read; the next pass takes it. */
   private fullRead = false;
   private lastError: string | undefined;
@@ -162,6 +173,10 @@ export class DatapathReconciler {
    * `uninstall` of the old one (the old interface would be left behind).
    */
   apply(desired: DesiredState): Promise<ReconcileResult> {
+    if (desired === this.applied && desired === this.desired && !this.loop && !this.dirty && !this.fullRead && !this.stopped && this.modelTrusted()) {
+      this.counters.unchanged++;
+      return Promise.resolve({ ok: true, writes: 0, durationMs: 0, errors: [], unchanged: true });
+    }
     this.desired = desired;
     return this.trigger();
   }
@@ -239,8 +254,11 @@ export class DatapathReconciler {
         const waiters = this.waiters;
         this.waiters = [];
         let r: ReconcileResult;
+        const desired = this.desired!;
+        this.applied = undefined;
         try {
-          r = await this.reconcile(this.desired!);
+          r = await this.reconcile(desired);
+          if (r.ok) this.applied = desired;
         } catch (err) {
           // Stages catch their own errors; this is the last line so that nothing ever escapes the loop.
           const e = new DatapathError('reconcile', `datapath: reconcile: ${msg(err)}`, { cause: err });
@@ -373,6 +391,11 @@ export class DatapathReconciler {
     });
 
     return this.finish(t0, writes, errors, stageMs);
+  }
+
+  /** Whether an apply may still rely on the model (it exists and its real read is younger than trustMs). No I/O. */
+  private modelTrusted(): boolean {
+    return this.model !== undefined && this.now() - this.model.readAt < this.trustMs;
   }
 
   /** The trusted model of the device, or null when a real read is needed. */

@@ -95,6 +95,30 @@ export class RecordsCache {
   pods = new WeakMap<Uint8Array, PodMemo>();
   /** Cluster CIDRs and limits the memo was built with; a change empties it. */
   fingerprint = '';
+  /**
+   * The last result with what it was computed from: the snapshot's self name and, per member, its
+   * name, state and every entry's payload object and deleted flag. A snapshot equal in all of
+   * these gets the same (frozen) result back without claim analysis or pod checks: the steady
+   * state of a large mesh, where most passes (resyncs, gossip of unrelated changes) change nothing.
+   * Holds one result only, so departed nodes go with the next change.
+   */
+  last: { readonly inputs: readonly unknown[]; readonly result: RecordsResult } | undefined;
+}
+
+/** What a {@link RecordsResult} depends on in a snapshot, flattened for an identity comparison. */
+function snapshotInputs(snapshot: MeshSnapshot): unknown[] {
+  const inputs: unknown[] = [snapshot.self, snapshot.members.length];
+  for (const m of snapshot.members) {
+    inputs.push(m.name, m.state, m.entries.size);
+    for (const [key, e] of m.entries) inputs.push(key, e.payload, e.deleted);
+  }
+  return inputs;
+}
+
+function sameInputs(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** One dropped entry or field: which member, which mesh key, and why. */
@@ -139,17 +163,27 @@ interface Candidate {
 export function recordsFromSnapshot(snapshot: MeshSnapshot, config: RecordsConfig): RecordsResult {
   const limits: RecordLimits = { ...DEFAULT_RECORD_LIMITS, ...config.limits };
   const cluster = config.clusterCIDRs.map((c) => tryParseCIDR(c, false)).filter((c): c is Cidr => c !== null);
-  const rejected: Rejection[] = [];
-  const reject = (node: string, key: string, reason: string) => rejected.push({ node, key, reason });
   const cache = config.cache;
   if (cache) {
     const fp = JSON.stringify([config.clusterCIDRs, limits]);
     if (cache.fingerprint !== fp) {
       cache.nodes = new WeakMap();
       cache.pods = new WeakMap();
+      cache.last = undefined;
       cache.fingerprint = fp;
     }
   }
+  const inputs = cache ? snapshotInputs(snapshot) : undefined;
+  if (cache?.last && sameInputs(cache.last.inputs, inputs!)) return cache.last.result;
+  const result = computeRecords(snapshot, cluster, limits, cache);
+  if (cache) cache.last = { inputs: inputs!, result };
+  return result;
+}
+
+/** {@link recordsFromSnapshot} after the memo checks. */
+function computeRecords(snapshot: MeshSnapshot, cluster: readonly Cidr[], limits: RecordLimits, cache: RecordsCache | undefined): RecordsResult {
+  const rejected: Rejection[] = [];
+  const reject = (node: string, key: string, reason: string) => rejected.push({ node, key, reason });
 
   const candidates: Candidate[] = [];
   const seen = new Set<string>();
@@ -207,7 +241,9 @@ export function recordsFromSnapshot(snapshot: MeshSnapshot, config: RecordsConfi
     else out.push(node);
   }
   out.sort((a, b) => (a.info.name < b.info.name ? -1 : a.info.name > b.info.name ? 1 : 0));
-  return self ? { nodes: out, self, rejected } : { nodes: out, rejected };
+  Object.freeze(out);
+  Object.freeze(rejected);
+  return Object.freeze(self ? { nodes: out, self, rejected } : { nodes: out, rejected });
 }
 
 function decodeJSON(payload: Uint8Array, max: number, fail: (reason: string) => void): unknown {

@@ -180,6 +180,45 @@ describe('recordsFromSnapshot', () => {
     );
   });
 
+  it('hands back the same result for an unchanged snapshot and recomputes on any input change', () => {
+    const cache = new RecordsCache();
+    const a = member('node-1', nodeInfo(1), [{ name: 'web', namespace: 'default', ips: ['10.244.1.5'] }]);
+    const b = member('node-2', nodeInfo(2));
+    const r1 = recordsFromSnapshot(snapshot('x', [a, b]), { ...cfg, cache });
+    // A new snapshot object over the same members (what the mesh hands out on every call).
+    expect(recordsFromSnapshot(snapshot('x', [a, b]), { ...cfg, cache })).toBe(r1);
+    expect(Object.isFrozen(r1.nodes)).toBe(true);
+    // Liveness is part of the result.
+    const r2 = recordsFromSnapshot(snapshot('x', [a, { ...b, state: 'suspect' }]), { ...cfg, cache });
+    expect(r2).not.toBe(r1);
+    expect(r2.nodes[1]!.state).toBe('suspect');
+    // A new pod entry, a deleted one, a departed member, another self: each is a change.
+    const withPod = { ...b, entries: new Map([...b.entries, ['pod/default/db', entry('pod/default/db', { name: 'db', namespace: 'default', ips: ['10.244.2.7'] })]]) };
+    expect(recordsFromSnapshot(snapshot('x', [a, withPod]), { ...cfg, cache }).nodes[1]!.pods).toHaveLength(1);
+    const gone = new Map(a.entries);
+    gone.set('pod/default/web', { ...gone.get('pod/default/web')!, deleted: true });
+    expect(recordsFromSnapshot(snapshot('x', [{ ...a, entries: gone }, b]), { ...cfg, cache }).nodes[0]!.pods).toEqual([]);
+    expect(recordsFromSnapshot(snapshot('x', [b]), { ...cfg, cache }).nodes.map((n) => n.info.name)).toEqual(['node-2']);
+    expect(recordsFromSnapshot(snapshot('node-1', [a, b]), { ...cfg, cache }).self?.info.name).toBe('node-1');
+    // A config change is a change too (the cluster CIDR no longer holds node-2's block).
+    expect(recordsFromSnapshot(snapshot('x', [a, b]), { clusterCIDRs: ['10.244.1.0/24'], cache }).nodes.map((n) => n.info.name)).toEqual(['node-1']);
+  });
+
+  it('equals the uncached result over sequences of liveness and membership changes (property)', () => {
+    const pool = Array.from({ length: 6 }, (_, i) => member(`node-${i}`, nodeInfo(i, { claimedAt: i % 2 }), [{ name: 'p', namespace: 'ns', ips: [`10.244.${i}.9`] }]));
+    const states = ['alive', 'suspect', 'dead', 'left'] as const;
+    const cache = new RecordsCache();
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.subarray(pool.map((_, i) => i)), fc.array(fc.constantFrom(...states), { minLength: 6, maxLength: 6 })), { minLength: 1, maxLength: 8 }), (steps) => {
+        for (const [picks, st] of steps) {
+          const s = snapshot('node-0', picks.map((i) => (st[i] === 'alive' ? pool[i]! : { ...pool[i]!, state: st[i]! })));
+          expect(recordsFromSnapshot(s, { ...cfg, cache })).toEqual(recordsFromSnapshot(s, cfg));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it('does not reuse a cached node payload under another member name', () => {
     const cache = new RecordsCache();
     const m = member('node-1', nodeInfo(1));
