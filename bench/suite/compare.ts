@@ -9,6 +9,8 @@ import type { ModeResult } from './datapath.ts';
 
 /** Figures where a larger value is better; for all others (loss, latency, CPU) smaller is better. */
 const HIGHER_IS_BETTER = /(_gbps$|^ratio|per_s$|qps)/;
+/** CPU per Gbit ends in `_gbps` but is a cost. */
+const COST = /cpu_per_gbps$/;
 
 /** One compared figure. `change` is (B - A) / A, null when A is 0 or either side is missing. */
 export interface FigureChange {
@@ -63,6 +65,9 @@ export function flatten(r: ReportLike): Map<string, number> {
       }
     }
   }
+  // The WireGuard CPU cost ratio (lower is better): shown, never a ratio regression.
+  const c = r.summary?.weft_vs_manual?.wg_cpu_per_gbps as { median?: unknown } | null | undefined;
+  if (c && typeof c.median === 'number' && Number.isFinite(c.median)) out.set('summary.weft_vs_manual.wg_cpu_per_gbps', c.median);
   const walk = (prefix: string, v: unknown, depth: number): void => {
     if (depth > 4) return;
     if (typeof v === 'number' && Number.isFinite(v)) out.set(prefix, v);
@@ -96,7 +101,7 @@ export function renderComparison(rows: readonly FigureChange[]): string {
   const n = (x: number | null): string => (x === null ? 'n/a' : Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(4));
   const lines = [`${'figure'.padEnd(w)}  ${'A'.padStart(10)}  ${'B'.padStart(10)}  change`];
   for (const r of rows) {
-    const better = r.change === null || r.change === 0 ? '' : (r.change > 0) === HIGHER_IS_BETTER.test(r.figure.split('.').at(-1)!) || (r.figure.startsWith('ratio.') && r.change > 0) ? ' (better)' : ' (worse)';
+    const better = r.change === null || r.change === 0 ? '' : (r.change > 0) === (HIGHER_IS_BETTER.test(r.figure.split('.').at(-1)!) && !COST.test(r.figure)) || (r.figure.startsWith('ratio.') && r.change > 0) ? ' (better)' : ' (worse)';
     const ch = r.change === null ? 'n/a' : `${r.change >= 0 ? '+' : ''}${(r.change * 100).toFixed(1)}%${better}`;
     lines.push(`${r.figure.padEnd(w)}  ${n(r.a).padStart(10)}  ${n(r.b).padStart(10)}  ${ch}${r.regression ? '  ! REGRESSION' : ''}`);
   }

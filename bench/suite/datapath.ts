@@ -15,7 +15,7 @@
  *
  * Every object is recorded by the lab host and removed in `finally`, also when a run fails.
  */
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,10 +41,16 @@ export interface RepeatFigures {
   rr_p99_us: number;
   cpu_per_gbps: number;
   cpu_excess_per_gbps: number;
+  /**
+   * CPU-seconds of the WireGuard processes of both nodes (wireguard-go; NaN with the kernel module),
+   * plus the mode's control plane (weft's agents), per Gbit received over the TCP runs. Unlike
+   * throughput it barely depends on how much CPU other work leaves: the cost per bit.
+   */
+  wg_cpu_per_gbps: number;
 }
 
 /** The figure names of {@link RepeatFigures}, in report order. */
-export const FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps', 'udp_loss', 'rr_p50_us', 'rr_p99_us', 'cpu_per_gbps', 'cpu_excess_per_gbps'] as const;
+export const FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps', 'udp_loss', 'rr_p50_us', 'rr_p99_us', 'cpu_per_gbps', 'cpu_excess_per_gbps', 'wg_cpu_per_gbps'] as const;
 
 /**
  * One mode's result: each figure's median (under its own name) plus `<figure>_min` / `<figure>_max`.
@@ -70,6 +76,8 @@ export interface WeftVsManual {
   readonly tcp1_gbps: PairedRatio | null;
   readonly tcp8_gbps: PairedRatio | null;
   readonly udp_gbps: PairedRatio | null;
+  /** weft's WireGuard (+ agent) CPU per Gbit over manual's, per pair: a cost ratio, lower is better; null on the kernel backend. */
+  readonly wg_cpu_per_gbps: PairedRatio | null;
 }
 
 /** What {@link runDatapath} measured: one result per mode, and the paired weft/manual ratios when both ran. */
@@ -123,6 +131,8 @@ interface Topology {
    * so the ceiling is measured without weft's idle agents taking CPU next to it.
    */
   controlPids?(): number[];
+  /** Network namespaces of the nodes, whose wireguard-go processes {@link wgCpuTicks} counts. */
+  readonly nodeNetns: readonly string[];
 }
 
 /** Picks the WireGuard backend the encrypted modes use: kernel when the module is loaded, else userspace. */
@@ -310,6 +320,7 @@ async function weftTopology(lab: Lab, backend: 'kernel' | 'userspace'): Promise<
     tunnelMtu: mtu.tunnel,
     spawn: (t, argv, label) => lab.host.spawn(t, argv, { label, logFile: join(lab.host.dir, `${label}.log`) }),
     controlPids: () => pods.map((p) => lab.agentPid(p.node)).filter((x): x is number => x !== undefined),
+    nodeNetns: pods.map((p) => lab.target(p.node).netns),
   };
 }
 
@@ -367,6 +378,7 @@ async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backen
     serverIP: '10.244.2.2',
     mtu: await linkMtu(host, { netns: `${nodes[0]!.name}-p1` }, 'eth0'),
     ...(mode === 'wireguard-manual' ? { tunnelMtu: await linkMtu(host, nodes[0]!, 'wg0') } : {}),
+    nodeNetns: nodes.map((n) => n.netns),
     spawn: (t, argv, label) => host.spawn(t, argv, { label, logFile: join(host.dir, `${label}.log`) }),
   };
 }
@@ -411,13 +423,68 @@ async function inClient(topo: Topology, argv: readonly string[], timeoutMs: numb
 type Kind = 'tcp1' | 'tcp8' | 'udp';
 const KINDS: readonly Kind[] = ['tcp1', 'tcp8', 'udp'];
 
-const emptyRow = (): RepeatFigures => ({ tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN });
+const emptyRow = (): RepeatFigures => ({ tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN, wg_cpu_per_gbps: NaN });
 
 /** CPU and traffic of one repeat's throughput runs, accumulated run by run. */
 interface CpuTally {
   coreSeconds: number;
   extraCoreSeconds: number;
   gbits: number;
+  /** WireGuard processes + control plane CPU ticks and Gbit over the TCP runs; ticks NaN when not countable. */
+  wgTicks: number;
+  tcpGbits: number;
+}
+
+const newTally = (): CpuTally => ({ coreSeconds: 0, extraCoreSeconds: 0, gbits: 0, wgTicks: 0, tcpGbits: 0 });
+
+/** Linux USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream architecture). */
+const CLK_TCK = 100;
+
+/** utime + stime (ticks) from a /proc/<pid>/stat line; the command name may hold spaces and parentheses. Pure. */
+export function parsePidStatTicks(text: string): number {
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isInteger(utime) || !Number.isInteger(stime) || utime < 0 || stime < 0) throw new DatapathBenchError(`bench: no utime/stime in /proc stat line ${JSON.stringify(text.slice(0, 80))}`);
+  return utime + stime;
+}
+
+/**
+ * PIDs of the wireguard-go processes running in any of `netns` (matched by network namespace
+ * inode, so it finds weft's, which its agent starts, and the hand-made ones alike).
+ */
+async function wireguardGoPids(netns: readonly string[]): Promise<number[]> {
+  const inodes = new Set<number>();
+  for (const n of netns) inodes.add((await stat(`/run/netns/${n}`)).ino);
+  const out: number[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if ((await readFile(`/proc/${d}/comm`, 'utf8')).trim() !== 'wireguard-go') continue;
+      if (inodes.has((await stat(`/proc/${d}/ns/net`)).ino)) out.push(Number(d));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** CPU ticks used so far by `pids` (a PID that is gone counts 0, so compare only over one PID set). */
+async function ticksOf(pids: readonly number[]): Promise<number> {
+  let t = 0;
+  for (const pid of pids) t += await readFile(`/proc/${pid}/stat`, 'utf8').then(parsePidStatTicks, () => 0);
+  return t;
+}
+
+/**
+ * The processes whose CPU counts as the mode's WireGuard cost: its wireguard-go processes and its
+ * control plane (weft's agents). Empty with the kernel backend (its work runs in softirq, not
+ * attributable per mode), which makes the figure NaN.
+ */
+async function wgCostPids(topo: Topology): Promise<number[]> {
+  const wg = await wireguardGoPids(topo.nodeNetns).catch(() => [] as number[]);
+  return wg.length === 0 ? [] : [...wg, ...(topo.controlPids?.() ?? [])];
 }
 
 /** The request/response client argv (short path checks have no warm-up). */
@@ -449,6 +516,8 @@ async function baselineCores(ncpu: number): Promise<number> {
 
 /** One iperf3 run of `kind` into `row`, its CPU into `tally`; a failure is appended to `errors`. */
 async function runKind(topo: Topology, kind: Kind, opts: DatapathOptions, ncpu: number, baseline: number, row: RepeatFigures, tally: CpuTally, errors: string[], label: string): Promise<void> {
+  const pids = kind === 'udp' ? [] : await wgCostPids(topo);
+  const w0 = await ticksOf(pids);
   const c0: CpuSample = await readCpu();
   const t0 = performance.now();
   try {
@@ -464,6 +533,8 @@ async function runKind(topo: Topology, kind: Kind, opts: DatapathOptions, ncpu: 
       const t = parseIperfTcp(text);
       row[kind === 'tcp1' ? 'tcp1_gbps' : 'tcp8_gbps'] = t.gbps;
       tally.gbits += t.gbps * t.seconds;
+      tally.tcpGbits += t.gbps * t.seconds;
+      tally.wgTicks += pids.length > 0 ? (await ticksOf(pids)) - w0 : NaN;
     }
     tally.coreSeconds += cores * secs;
     tally.extraCoreSeconds += Math.max(0, cores - baseline) * secs;
@@ -481,6 +552,7 @@ function finishCpu(row: RepeatFigures, tally: CpuTally): void {
     row.cpu_per_gbps = tally.coreSeconds / tally.gbits;
     row.cpu_excess_per_gbps = tally.extraCoreSeconds / tally.gbits;
   }
+  if (tally.tcpGbits > 0 && Number.isFinite(tally.wgTicks)) row.wg_cpu_per_gbps = tally.wgTicks / CLK_TCK / tally.tcpGbits;
 }
 
 /** The request/response run of one repeat into `row`; a failure is appended to `errors`. */
@@ -503,7 +575,7 @@ async function measureMode(mode: Mode, topo: Topology, opts: DatapathOptions): P
   const errors: string[] = [];
   for (let r = 0; r < opts.repeat; r++) {
     const row = emptyRow();
-    const tally: CpuTally = { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 };
+    const tally = newTally();
     const baseline = await baselineCores(ncpu);
     for (const kind of KINDS) await runKind(topo, kind, opts, ncpu, baseline, row, tally, errors, `repeat ${r + 1}`);
     finishCpu(row, tally);
@@ -557,7 +629,7 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
   for (let r = 0; r < opts.repeat; r++) {
     const order = r % 2 === 0 ? (['weft', 'manual'] as const) : (['manual', 'weft'] as const);
     const rows = { weft: emptyRow(), manual: emptyRow() };
-    const tallies = { weft: { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 }, manual: { coreSeconds: 0, extraCoreSeconds: 0, gbits: 0 } };
+    const tallies = { weft: newTally(), manual: newTally() };
     const baseline = await baselineCores(ncpu);
     const label = `repeat ${r + 1}`;
     for (const kind of KINDS) {
@@ -574,8 +646,8 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
       await (side === 'manual' ? paused(run) : run());
       s.rows.push(rows[side]);
     }
-    const ratio = (f: (typeof PAIRED_FIGURES)[number]): string => fmt(rows.weft[f] / rows.manual[f]);
-    opts.progress?.(`bench: weft/manual pair ${r + 1}/${opts.repeat} (${order.join(' first, ')} second): ${PAIRED_FIGURES.map((f) => `${f} ${fmt(rows.weft[f])}/${fmt(rows.manual[f])} = ${ratio(f)}`).join(', ')}`);
+    const ratio = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): string => fmt(rows.weft[f] / rows.manual[f]);
+    opts.progress?.(`bench: weft/manual pair ${r + 1}/${opts.repeat} (${order.join(' first, ')} second): ${[...PAIRED_FIGURES, 'wg_cpu_per_gbps' as const].map((f) => `${f} ${fmt(rows.weft[f])}/${fmt(rows.manual[f])} = ${ratio(f)}`).join(', ')}`);
   }
   const w = withMtus(aggregate('weft', weft.mtu, sides.weft.rows, sides.weft.errors), weft);
   const m = withMtus(aggregate('wireguard-manual', manual.mtu, sides.manual.rows, sides.manual.errors), manual);
@@ -584,18 +656,18 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
 
 /**
  * The paired summary from the rows of weft and wireguard-manual taken pair by pair (row i of each is
- * one pair): per throughput figure the median, min and max of `weft / manual`; null for a figure
- * no pair completed. Pure.
+ * one pair): per throughput figure, and for the WireGuard CPU per Gbit, the median, min and max of
+ * `weft / manual`; null for a figure no pair completed. Pure.
  */
 export function pairedSummary(weft: readonly RepeatFigures[], manual: readonly RepeatFigures[], tunnelMtu: { weft: number; manual: number }, podMtu: { weft: number; manual: number }): WeftVsManual {
-  const one = (f: (typeof PAIRED_FIGURES)[number]): PairedRatio | null => {
+  const one = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): PairedRatio | null => {
     try {
       return pairedRatios(weft.map((x) => x[f]), manual.map((x) => x[f]));
     } catch {
       return null;
     }
   };
-  return { method: 'paired-interleaved', pairs: Math.min(weft.length, manual.length), tunnel_mtu: tunnelMtu, pod_mtu: podMtu, tcp1_gbps: one('tcp1_gbps'), tcp8_gbps: one('tcp8_gbps'), udp_gbps: one('udp_gbps') };
+  return { method: 'paired-interleaved', pairs: Math.min(weft.length, manual.length), tunnel_mtu: tunnelMtu, pod_mtu: podMtu, tcp1_gbps: one('tcp1_gbps'), tcp8_gbps: one('tcp8_gbps'), udp_gbps: one('udp_gbps'), wg_cpu_per_gbps: one('wg_cpu_per_gbps') };
 }
 
 function fmt(x: number): string {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { IperfParseError, iperfClientArgv, parseIperfTcp, parseIperfUdp } from '../../bench/suite/iperf.ts';
 import { StatsError, pairedRatios, percentile, summarize } from '../../bench/suite/stats.ts';
 import { ProcStatError, busyCores, parseProcStat } from '../../bench/suite/cpu.ts';
-import { aggregate, checkWeftMtus, DatapathBenchError, FIGURES, manualMtu, pairedSummary, parseLinkMtu, type ModeResult, type RepeatFigures } from '../../bench/suite/datapath.ts';
+import { aggregate, checkWeftMtus, DatapathBenchError, FIGURES, manualMtu, pairedSummary, parseLinkMtu, parsePidStatTicks, type ModeResult, type RepeatFigures } from '../../bench/suite/datapath.ts';
 import { compareReports, flatten, renderComparison } from '../../bench/suite/compare.ts';
 import { chartSpec, ratioToPlain, renderChart, renderMarkdown, weftOverManual, type BenchReport } from '../../bench/suite/report.ts';
 import { controlJobs, lastJsonObject } from '../../bench/suite/control.ts';
@@ -84,7 +84,7 @@ describe('statistics', () => {
     }));
   });
   it('aggregates repeats per figure, with null for a figure no repeat produced', () => {
-    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: 2 * x, udp_gbps: NaN, udp_loss: 0.1, rr_p50_us: 50, rr_p99_us: 90, cpu_per_gbps: 1, cpu_excess_per_gbps: 0.5 });
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: 2 * x, udp_gbps: NaN, udp_loss: 0.1, rr_p50_us: 50, rr_p99_us: 90, cpu_per_gbps: 1, cpu_excess_per_gbps: 0.5, wg_cpu_per_gbps: NaN });
     const r = aggregate('plain', 1500, [row(1), row(3), row(2)], ['x']);
     expect(r).toMatchObject({ mode: 'plain', repeats: 3, tcp1_gbps: 2, tcp1_gbps_min: 1, tcp1_gbps_max: 3, tcp8_gbps: 4, udp_gbps: null, udp_gbps_min: null, errors: ['x'] });
     for (const f of FIGURES) expect(r).toHaveProperty(`${f}_max`);
@@ -110,8 +110,8 @@ describe('paired weft / manual ratios', () => {
     }));
   });
   it('summarizes rows pair by pair per throughput figure', () => {
-    const row = (t1: number, t8: number, udp: number): RepeatFigures => ({ tcp1_gbps: t1, tcp8_gbps: t8, udp_gbps: udp, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0 });
-    const s = pairedSummary([row(0.3, 0.4, NaN), row(0.2, 0.4, NaN), row(0.33, 0.2, NaN)], [row(0.3, 0.5, 1), row(0.25, 0.4, 1), row(0.3, 0.2, 1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 });
+    const row = (t1: number, t8: number, udp: number, wg = NaN): RepeatFigures => ({ tcp1_gbps: t1, tcp8_gbps: t8, udp_gbps: udp, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: wg });
+    const s = pairedSummary([row(0.3, 0.4, NaN, 5.1), row(0.2, 0.4, NaN, 5.5), row(0.33, 0.2, NaN, 4.9)], [row(0.3, 0.5, 1, 5), row(0.25, 0.4, 1, 5), row(0.3, 0.2, 1, 5)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 });
     expect(s.method).toBe('paired-interleaved');
     expect(s.pairs).toBe(3);
     expect(s.tcp1_gbps?.median).toBeCloseTo(1);
@@ -119,6 +119,15 @@ describe('paired weft / manual ratios', () => {
     expect(s.tcp1_gbps?.max).toBeCloseTo(1.1);
     expect(s.tcp8_gbps).toMatchObject({ median: 1, min: 0.8, max: 1, n: 3 });
     expect(s.udp_gbps).toBeNull();
+    expect(s.wg_cpu_per_gbps?.median).toBeCloseTo(1.02);
+    expect(s.wg_cpu_per_gbps?.max).toBeCloseTo(1.1);
+    expect(pairedSummary([row(1, 1, 1)], [row(1, 1, 1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 }).wg_cpu_per_gbps).toBeNull();
+  });
+  it('reads utime + stime from /proc/<pid>/stat, also with a command name holding ") "', () => {
+    const line = (comm: string) => `4242 (${comm}) S 1 4242 4242 0 -1 4194560 1234 0 0 0 317 45 0 0 20 0 9 0 123456 1525916 1300 18446744073709551615\n`;
+    expect(parsePidStatTicks(line('wireguard-go'))).toBe(362);
+    expect(parsePidStatTicks(line('we) ird (x'))).toBe(362);
+    expect(() => parsePidStatTicks('4242 (x) S 1')).toThrow(DatapathBenchError);
   });
 });
 
@@ -183,12 +192,13 @@ describe('report', () => {
     expect(md).not.toContain('paired and interleaved');
   });
   it('Markdown shows the paired weft / manual ratios when the report has them', () => {
-    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: x, udp_gbps: x, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0 });
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: x, udp_gbps: x, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: 5 / x });
     const summary = { weft_vs_manual: pairedSummary([row(0.97), row(0.9)], [row(1), row(1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 }) };
     const md = renderMarkdown({ ...report(modes), summary });
     expect(md).toContain('paired and interleaved');
     expect(md).toContain('WireGuard MTU weft 1440, manual 1440');
     expect(md).toContain('tcp1_gbps 0.935 (0.900-0.970, 2 pairs)');
+    expect(md).toMatch(/WireGuard CPU per Gbit .* lower is better: 1\.071 \(1\.031-1\.111, 2 pairs\)/);
   });
   it('the chart spec holds every mode and run; Vega renders it to SVG', async () => {
     const r = report(modes);
@@ -231,7 +241,7 @@ describe('compare', () => {
     }));
   });
   it('reads the paired weft / manual ratios of the summary; a drop of their median is a regression', () => {
-    const paired = (median: number) => ({ weft_vs_manual: { method: 'paired-interleaved', pairs: 3, tcp1_gbps: { median, min: median - 0.05, max: median + 0.02, n: 3, ratios: [] }, tcp8_gbps: null, udp_gbps: null } });
+    const paired = (median: number) => ({ weft_vs_manual: { method: 'paired-interleaved', pairs: 3, tcp1_gbps: { median, min: median - 0.05, max: median + 0.02, n: 3, ratios: [] }, tcp8_gbps: null, udp_gbps: null, wg_cpu_per_gbps: { median: 2 - median, min: 1, max: 1.2, n: 3, ratios: [] } } });
     const pa = { ...a, summary: paired(0.98) };
     const pb = { ...a, summary: paired(0.9) };
     const f = flatten(pa);
@@ -243,6 +253,9 @@ describe('compare', () => {
     // Reports written before the summary existed still compare.
     expect(compareReports(a, pb, 5).find((r) => r.figure === 'ratio.weft_vs_manual.tcp1_gbps')).toMatchObject({ a: null, b: 0.9, regression: false });
     expect(renderComparison(compareReports(pa, pb))).toMatch(/summary\.weft_vs_manual_min\.tcp1_gbps\s+0\.9300\s+0\.8500\s+-8\.6% \(worse\)/);
+    // The CPU cost ratio rose: worse, shown, but not a ratio regression.
+    expect(renderComparison(compareReports(pa, pb))).toMatch(/summary\.weft_vs_manual\.wg_cpu_per_gbps\s+1\.020\s+1\.100\s+\+7\.8% \(worse\)\n/);
+    expect(renderComparison(compareReports({ modes: [mode('weft', 1, { cpu_per_gbps: 2 })] }, { modes: [mode('weft', 1, { cpu_per_gbps: 1 })] }))).toMatch(/weft\.cpu_per_gbps\s+2\.000\s+1\.000\s+-50\.0% \(better\)/);
   });
   it('rejects a bad threshold', () => {
     expect(() => compareReports(a, a, -1)).toThrow(/0\.\.100/);
