@@ -157,3 +157,29 @@ export async function upCloud2(lab: Lab, opts: { nodes: number; podsPerNode: num
   }
   return names;
 }
+
+/** The nftables table (bridge family, in the cloud-2 namespace) that isolates cloud-2 nodes from each other. */
+export const ISOLATION_TABLE = 'weftlabiso';
+
+/**
+ * Makes cloud-2 nodes `a` and `b` unable to reach each other directly, like a VPC with client
+ * isolation: an nftables `bridge` filter in the cloud-2 namespace drops frames between their two
+ * ports of br1 (both ways). Each still reaches the router, and so cloud 1. The table lives in the
+ * cloud-2 namespace, which `weft lab down` removes with it. Calling again for another pair adds rules.
+ */
+export async function isolateCloud2Nodes(lab: Lab, a: string, b: string): Promise<void> {
+  const ports = [a, b].map((name) => {
+    const n = lab.node(name);
+    if (n.cloud !== 2) throw new RangeError(`lab: ${name} is not a cloud-2 node`);
+    return `c2n${n.index}`;
+  });
+  const [pa, pb] = ports as [string, string];
+  await lab.host.exec({ netns: cloud2Netns(lab.prefix) }, ['nft', '-f', '-'], {
+    input:
+      `table bridge ${ISOLATION_TABLE} {\n` +
+      ' chain isolate { type filter hook forward priority 0; policy accept; }\n' +
+      '}\n' +
+      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pa}" oifname "${pb}" drop\n` +
+      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pb}" oifname "${pa}" drop\n`,
+  });
+}
