@@ -283,13 +283,21 @@ export class TokenSecretMirror {
     try {
       if (reason === 'restore' || (!this.stats.restoredOnce && this.#restoreTimer === undefined)) await this.restoreNow();
       await this.syncNow();
+      if (this.#attempt > 0) this.#log.info({ failures: this.#attempt, secret: this.#o.transport.where }, 'token secret sync recovered');
       this.#attempt = 0;
       this.#schedule(this.#jitter(this.#o.resyncMs ?? 300_000));
     } catch (err) {
+      const message = (err as Error).message;
+      const status = err instanceof TokenSecretError ? err.status : undefined;
       this.stats.errors++;
-      this.stats.lastError = (err as Error).message;
-      const delay = backoffDelay(this.#o.backoff ?? DEFAULT_BACKOFF, this.#attempt++, this.#random);
-      this.#log.warn({ err: { message: (err as Error).message }, reason, retryInMs: delay, secret: this.#o.transport.where }, 'token secret sync failed; retrying');
+      let delay = backoffDelay(this.#o.backoff ?? DEFAULT_BACKOFF, this.#attempt++, this.#random);
+      // A missing Secret or missing permission is fixed by an operator, not by hammering the API server.
+      if (status === 403 || status === 404) delay = Math.max(delay, this.#jitter(60_000));
+      // One warning per distinct failure, not one per retry; the counter keeps the total.
+      const fields = { err: { message }, reason, retryInMs: delay, failures: this.#attempt, secret: this.#o.transport.where };
+      if (message !== this.stats.lastError) this.#log.warn(fields, 'token secret sync failed; retrying with backoff');
+      else this.#log.debug(fields, 'token secret sync failed again');
+      this.stats.lastError = message;
       this.#schedule(delay);
     }
   }

@@ -315,7 +315,9 @@ describe('token Secret mirror (real client, fake API server)', () => {
     const clock = testClock();
     const a = member('node-a', clock);
     await api.down();
-    const mirror = mirrorFor(api, a, clock, { restoreDelayMs: 0 });
+    const lines: string[] = [];
+    const mirror = mirrorFor(api, a, clock, { restoreDelayMs: 0, logger: pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) }) });
+    const logged = () => lines.map((l) => JSON.parse(l) as { level: number; msg: string });
     mirror.start();
     const { id } = a.admitter.create({ ttlMs: 3600_000, uses: 1 });
     mirror.trigger('token-created');
@@ -324,8 +326,13 @@ describe('token Secret mirror (real client, fake API server)', () => {
     expect(mirror.stats.restoredOnce).toBe(false);
     await api.up();
     await until('written after the API server is back', () => tokenIn(api, id) !== undefined);
-    await until('read-back ran', () => mirror.stats.restoredOnce);
+    // The server stores the write before the client has read the answer: wait for the mirror's own view.
+    await until('the mirror saw its write succeed', () => mirror.stats.writes > 0);
+    expect(mirror.stats.restoredOnce).toBe(true);
     expect(mirror.stats.lastError).toBeUndefined();
+    // One warning for the outage (later identical failures at debug), one line when it recovered.
+    expect(logged().filter((l) => l.level === 40).map((l) => l.msg)).toEqual(['token secret sync failed; retrying with backoff']);
+    expect(logged().filter((l) => l.msg === 'token secret sync recovered')).toHaveLength(1);
   });
 
   it('startTokenSecretMirror finds its namespace and Secret name from the environment', async () => {
