@@ -2,25 +2,40 @@
  * Agent memory with N peers: a one-node lab runs a real `weft agent`; a feeder process in the
  * node's namespaces runs N real mesh members publishing signed `node` entries (peer-feeder.ts).
  * Once the agent's status lists N WireGuard peers, VmRSS / VmHWM of the agent process are read
- * from /proc/<pid>/status. Target (issue 8): VmRSS <= 80 MB with 1,000 peers.
+ * from /proc/<pid>/status. Target (issue 8): VmRSS <= 80 MB with 1,000 peers. The agent runs as
+ * it ships: the bundle (dist/weft.mjs) with the image's Node flags (AGENT_NODE_FLAGS).
  */
-import { readFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 import { uniquePrefix } from '../../src/lab/host.ts';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
+import { AGENT_NODE_FLAGS } from '../../src/agent/node-flags.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-/** VmRSS and VmHWM in MB from a /proc/<pid>/status text; throws when absent. Pure. */
-export function parseVmStatus(text: string): { rss_mb: number; hwm_mb: number } {
-  const kb = (k: string): number => {
+/**
+ * VmRSS and VmHWM in MB from a /proc/<pid>/status text (throws when absent), with the anonymous
+ * and file-backed parts of RSS when the kernel reports them. Pure.
+ */
+export function parseVmStatus(text: string): { rss_mb: number; hwm_mb: number; anon_mb?: number; file_mb?: number } {
+  const kb = (k: string): number | undefined => {
     const m = new RegExp(`^${k}:\\s+(\\d+)\\s+kB`, 'm').exec(text);
-    if (!m) throw new Error(`proc status: no ${k}`);
-    return Number(m[1]);
+    return m ? Number(m[1]) : undefined;
   };
-  return { rss_mb: Math.round((kb('VmRSS') / 1024) * 10) / 10, hwm_mb: Math.round((kb('VmHWM') / 1024) * 10) / 10 };
+  const mb = (k: string): number => {
+    const v = kb(k);
+    if (v === undefined) throw new Error(`proc status: no ${k}`);
+    return Math.round((v / 1024) * 10) / 10;
+  };
+  const out: { rss_mb: number; hwm_mb: number; anon_mb?: number; file_mb?: number } = { rss_mb: mb('VmRSS'), hwm_mb: mb('VmHWM') };
+  if (kb('RssAnon') !== undefined) out.anon_mb = mb('RssAnon');
+  if (kb('RssFile') !== undefined) out.file_mb = mb('RssFile');
+  return out;
 }
 
 /** Options of {@link measureAgentRss}. */
@@ -31,12 +46,47 @@ export interface RssOptions {
   /** Give up waiting when the peer count has not grown for this long; default 60 s. */
   readonly stallMs?: number;
   readonly progress?: (msg: string) => void;
+  /** Node.js flags of the agent; default what ships (AGENT_NODE_FLAGS, via the lab). */
+  readonly nodeFlags?: readonly string[];
+  /**
+   * The weft entry the agent runs. Default: what ships, the bundle (see {@link shippedEntry}); the
+   * sources (src/main.ts, type-stripped at load) cost ~30 MB more at idle.
+   */
+  readonly script?: string;
+}
+
+/**
+ * The bundled weft the image ships, for the agent under measurement: the running weft itself when
+ * it is the bundle (`weft bench` in the image), else one built now with deploy/build.ts into a
+ * temporary directory inside the checkout (so the external netlink module resolves from
+ * node_modules); `undefined` (the lab's src/main.ts) when neither works. `cleanup` removes the build.
+ */
+export async function shippedEntry(progress: (msg: string) => void): Promise<{ script?: string; entry: 'bundle' | 'source'; cleanup: () => Promise<void> }> {
+  const none = async (): Promise<void> => {};
+  const running = process.argv[1];
+  if (running && running.endsWith('.mjs') && existsSync(running)) return { script: running, entry: 'bundle', cleanup: none };
+  const root = join(HERE, '..', '..');
+  const build = join(root, 'deploy', 'build.ts');
+  if (!existsSync(build)) return { entry: 'source', cleanup: none };
+  await mkdir(join(root, 'bench', 'results'), { recursive: true });
+  const out = await mkdtemp(join(root, 'bench', 'results', '.agent-bundle-'));
+  const cleanup = () => rm(out, { recursive: true, force: true });
+  try {
+    await promisify(execFile)(process.execPath, [build, '--outdir', out], { timeout: 180_000 });
+    return { script: join(out, 'weft.mjs'), entry: 'bundle', cleanup };
+  } catch (err) {
+    progress(`bench: cannot build the agent bundle (${(err as Error).message.split('\n')[0]}); measuring src/main.ts instead`);
+    await cleanup();
+    return { entry: 'source', cleanup: none };
+  }
 }
 
 /** Runs the measurement; the lab (agent, feeder, wireguard-go, namespaces) is removed in `finally`. */
 export async function measureAgentRss(opts: RssOptions): Promise<Record<string, unknown>> {
   const progress = opts.progress ?? (() => {});
-  const lab = new Lab({ prefix: uniquePrefix('wbn'), agentLogLevel: 'warn', resync: '30s', progress });
+  const shipped = opts.script !== undefined ? { script: opts.script, entry: opts.script.endsWith('.ts') ? 'source' : 'bundle', cleanup: async () => {} } : await shippedEntry(progress);
+  const flags = opts.nodeFlags ?? AGENT_NODE_FLAGS;
+  const lab = new Lab({ prefix: uniquePrefix('wbn'), agentLogLevel: 'warn', resync: '30s', progress, agentNodeFlags: flags, agentScript: shipped.script });
   const t0 = performance.now();
   try {
     const meta = await lab.up({ nodes: 1, podsPerNode: 0, backend: opts.backend });
@@ -76,8 +126,9 @@ export async function measureAgentRss(opts: RssOptions): Promise<Record<string, 
     await new Promise((r) => setTimeout(r, 10_000));
     const status = await c.get<AgentStatus>('/v1/status');
     const full = parseVmStatus(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, idle_rss_mb: idle.rss_mb, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs };
+    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, anon_mb: full.anon_mb, file_mb: full.file_mb, idle_rss_mb: idle.rss_mb, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs, agent_entry: shipped.entry, node_flags: flags.join(' ') };
   } finally {
     await lab.down().catch((e: unknown) => progress(`bench: removing the RSS lab: ${(e as Error).message}`));
+    await shipped.cleanup().catch(() => {});
   }
 }

@@ -46,9 +46,14 @@ if (import.meta.main) {
   };
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
-  // Slow timers: these members exist to be remembered by the agent, not to stress it.
+  // Slow timers: these members exist to be remembered by the agent, not to stress it. No gossip
+  // rounds of their own (gossipNodes 0): with N members in one process, each join's alive message
+  // was re-gossiped by every member (N joins x N members x retransmits: quadratic, and on a loaded
+  // host the starved feeder missed probes, flapped and stalled below N). They still answer the
+  // agent's probes, piggyback their broadcasts (refutations too) on probes and acks, and push/pull;
+  // the agent disseminates the joins as it would in a real mesh.
   const verifyCache = new VerifyCache();
-  const profile = { probeIntervalMs: 10_000, gossipIntervalMs: 2000, pushPullIntervalMs: 120_000 };
+  const profile = { probeIntervalMs: 10_000, gossipIntervalMs: 2000, gossipNodes: 0, pushPullIntervalMs: 120_000 };
   const start = async (i: number, seeds: string[], attempt = 1): Promise<string> => {
     try {
       return await startOnce(i, seeds);

@@ -15,6 +15,7 @@ import { chmod, copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/pr
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.ts';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.ts';
 import type { AgentStatus } from '../agent/agent.ts';
 import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
 import { classifyCapture, parsePcap, type CaptureSummary } from './pcap.ts';
@@ -91,6 +92,10 @@ export interface LabOptions {
   readonly agentLogLevel?: string;
   /** The agents' `--resync`; default 10s. */
   readonly resync?: string;
+  /** Node.js flags before the agent's script; default {@link AGENT_NODE_FLAGS} (what the image ships). */
+  readonly agentNodeFlags?: readonly string[];
+  /** The weft entry script agents run; default src/main.ts of `repoDir` (a built dist/weft.mjs measures what the image ships). */
+  readonly agentScript?: string;
   readonly warn?: (msg: string) => void;
   /** Progress lines (to stderr in the CLI). */
   readonly progress?: (msg: string) => void;
@@ -310,7 +315,7 @@ export class Lab {
     await writeFile(join(node.stateDir, 'mesh.key'), await readFile(this.#meshKeyPath()), { mode: 0o600 });
     const podCIDR = m.fixedPodCIDRs ? `10.244.${index}.0/24` : '';
     const agentArgv = [
-      this.nodeBin, join(this.repoDir, 'src', 'main.ts'), 'agent',
+      this.nodeBin, ...(this.#opts.agentNodeFlags ?? AGENT_NODE_FLAGS), this.#opts.agentScript ?? join(this.repoDir, 'src', 'main.ts'), 'agent',
       '--name', name,
       '--listen-addr', ip,
       '--mesh-port', String(m.meshPort),

@@ -1,0 +1,17 @@
+/**
+ * The Node.js/V8 flags the agent process runs with, in ONE place: deploy/Dockerfile's ENTRYPOINT
+ * (a unit test keeps it equal to this list), the lab's agent spawn (src/lab/lab.ts) and so the
+ * bench suite's agent RSS measurement. Command-line flags: `--optimize-for-size` is refused in
+ * NODE_OPTIONS. Figures with and without each: bench/README.md ("Agent memory").
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze([
+  // The agent allocates in bursts (a plan per mesh change); with the default young generation
+  // (up to 2 x 32 MB semi-spaces) V8 keeps those pages resident after the garbage is gone.
+  '--max-semi-space-size=1',
+  // Slower heap growth and eager memory reduction; the plan/reconcile CPU time at 1,000 peers did
+  // not measurably change (bench/reconcile.ts).
+  '--optimize-for-size',
+  // One V8 platform worker instead of one per core: fewer threads, stacks and malloc arenas; the
+  // agent's heap is small enough for a single GC helper.
+  '--v8-pool-size=1',
+]);
