@@ -68,6 +68,8 @@ export interface JoinServerOptions {
   /** Whole-handshake deadline per connection (includes the confirmation window). Default 30 s. */
   readonly deadlineMs?: number;
   readonly maxConnections?: number;
+  /** Called after a joiner was admitted (a use of `tokenId` is spent). Must not block; a throw is ignored. */
+  readonly onAdmitted?: (tokenId: string, joiner: string) => void;
 }
 
 /** Counters for status and metrics. */
@@ -160,6 +162,11 @@ export class JoinServer {
       sock.end(encodeFrame(sealGrant(key, { meshKey: this.#o.admitter.meshKey(), ...signed, seeds: r.seeds })));
       this.stats.accepted++;
       this.#audit(true, { source, tokenId: hello.id, joiner: req.name, identityKey: req.identityKey }, `node ${req.name} admitted with token ${hello.id}`);
+      try {
+        this.#o.onAdmitted?.(hello.id, req.name);
+      } catch {
+        // a listener's problem, not the joiner's
+      }
     } catch (err) {
       this.stats.errors++;
       this.#audit(false, { source, tokenId: hello?.id, reason: 'protocol', detail: (err as Error).message }, 'join handshake failed');

@@ -45,10 +45,10 @@ export interface TokenService {
   /** The bound join port, 0 when off. */
   readonly joinPort: number;
   /**
-   * Calls `fn` after every token create or revoke through this agent's API (write-through to the
-   * Kubernetes Secret mirror). `fn` must not block; a throw is caught and logged. Returns an unsubscribe.
+   * Calls `fn` after every token create or revoke through this agent's API, and after every join this
+   * agent's listener admits (write-through to the Kubernetes Secret mirror). `fn` must not block; a throw is caught and logged. Returns an unsubscribe.
    */
-  onTokensChanged(fn: (event: { kind: 'created' | 'revoked'; id: string }) => void): () => void;
+  onTokensChanged(fn: (event: { kind: 'created' | 'revoked' | 'redeemed'; id: string }) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -73,8 +73,8 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
     joinAddresses: () => (bound > 0 ? [`${host}:${bound}`] : []),
     ...(o.clusterCIDRs !== undefined ? { clusterCIDRs: o.clusterCIDRs } : {}),
   });
-  const listeners = new Set<(event: { kind: 'created' | 'revoked'; id: string }) => void>();
-  const changed = (event: { kind: 'created' | 'revoked'; id: string }): void => {
+  const listeners = new Set<(event: { kind: 'created' | 'revoked' | 'redeemed'; id: string }) => void>();
+  const changed = (event: { kind: 'created' | 'revoked' | 'redeemed'; id: string }): void => {
     for (const fn of listeners) {
       try {
         fn(event);
@@ -85,7 +85,7 @@ export async function startTokenService(o: TokenServiceOptions): Promise<TokenSe
   };
   let joinServer: JoinServer | undefined;
   if (o.joinPort > 0) {
-    joinServer = new JoinServer({ admitter, identity, logger: o.logger, clock });
+    joinServer = new JoinServer({ admitter, identity, logger: o.logger, clock, onAdmitted: (id) => changed({ kind: 'redeemed', id }) });
     bound = await joinServer.listen(o.listenAddr, o.joinPort);
   }
   const body = (b: unknown): Record<string, unknown> => {
