@@ -5,8 +5,8 @@
  *
  * - write-through: {@link TokenSecretMirror.trigger} after a token create/revoke through this agent;
  * - a slow periodic resync (default 5 min, jittered) from the mesh snapshot, whoever issued the tokens;
- * - read-back once after start (default after 20 s, so gossip has delivered what the mesh still knows):
- *   tokens in the Secret the mesh lost are re-published by this agent (see `planRestore`);
+ * - read-back after start (default after 20 s, so gossip has delivered what the mesh still knows) and at
+ *   every periodic resync: tokens in the Secret the mesh lost are re-published by this agent (`planRestore`);
  * - optimistic concurrency: read, merge the Secret's content with the mesh's, write nothing when the result
  *   is byte-identical, else replace with the read `resourceVersion`; a 409 re-reads and merges again. Every
  *   agent may do this at once: the merge is monotone and the encoding deterministic, so they converge.
@@ -158,7 +158,7 @@ export interface TokenSecretMirrorOptions {
   readonly backoff?: BackoffPolicy;
   /** Periodic resync from the mesh snapshot. Default 300 s (jittered by up to +-10 %). */
   readonly resyncMs?: number;
-  /** Delay before the one-time read-back after start. Default 20 s. */
+  /** Delay before the first read-back after start (later ones ride on the periodic resync). Default 20 s. */
   readonly restoreDelayMs?: number;
   /** Bound on the mirrored data (keys + base64 values). Default 900 KiB (a Secret holds at most 1 MiB). */
   readonly maxBytes?: number;
@@ -186,7 +186,7 @@ export interface TokenSecretMirrorStats {
   pruned: number;
   /** Malformed `token-*` values found (and dropped at the next write). */
   malformed: number;
-  /** Whether the read-back has run. */
+  /** Whether the read-back has run at least once. */
   restoredOnce: boolean;
   lastError: string | undefined;
   lastSyncAt: number | undefined;
@@ -224,6 +224,7 @@ export class TokenSecretMirror {
   #restoreTimer: TimerHandle | undefined;
   #attempt = 0;
   #warnedMissing = false;
+  #warnedUnopenable = false;
 
   constructor(o: TokenSecretMirrorOptions) {
     this.#o = o;
@@ -281,7 +282,9 @@ export class TokenSecretMirror {
 
   async #work(reason: string): Promise<void> {
     try {
-      if (reason === 'restore' || (!this.stats.restoredOnce && this.#restoreTimer === undefined)) await this.restoreNow();
+      // Read-back at start (after the delay) and on every periodic resync: a token or revocation whose owner
+      // left or restarted is re-published by whoever notices first; write-through triggers skip it.
+      if (reason === 'restore' || reason === 'resync' || (!this.stats.restoredOnce && this.#restoreTimer === undefined)) await this.restoreNow();
       await this.syncNow();
       if (this.#attempt > 0) this.#log.info({ failures: this.#attempt, secret: this.#o.transport.where }, 'token secret sync recovered');
       this.#attempt = 0;
@@ -322,11 +325,11 @@ export class TokenSecretMirror {
   }
 
   /**
-   * Read-back: re-publishes the tokens (and revocations) in the Secret that the mesh lost. Runs once per
-   * process (later calls return undefined). Throws {@link TokenSecretError} when the Secret cannot be read.
+   * Read-back: re-publishes the tokens (and revocations) in the Secret that the mesh does not know. Idempotent:
+   * what the mesh knows (including copies this member restored before) is left alone. Throws
+   * {@link TokenSecretError} when the Secret cannot be read.
    */
-  async restoreNow(): Promise<Restoration | undefined> {
-    if (this.stats.restoredOnce) return undefined;
+  async restoreNow(): Promise<Restoration> {
     const state = await this.#o.transport.read();
     const { open } = this.#keys();
     const mirror = decodeMirror(state?.data, open);
@@ -340,7 +343,8 @@ export class TokenSecretMirror {
       this.#log.info({ audit: true, event: 'tokens-restored', tokenIds: plan.restoredIds, revocations: plan.revokedIds, secret: this.#o.transport.where }, `re-published ${plan.restoredIds.length} token(s) and ${plan.revokedIds.length} revocation(s) the mesh had lost, from the kubernetes secret`);
     }
     const unopenable = [...plan.skipped].filter(([, why]) => why.startsWith('sealed'));
-    if (unopenable.length > 0) this.#log.warn({ tokenIds: unopenable.map(([id]) => id) }, 'tokens in the kubernetes secret are sealed under a mesh key this member does not hold; not restored');
+    if (unopenable.length > 0 && !this.#warnedUnopenable) this.#log.warn({ tokenIds: unopenable.map(([id]) => id) }, 'tokens in the kubernetes secret are sealed under a mesh key this member does not hold; not restored');
+    if (unopenable.length > 0) this.#warnedUnopenable = true;
     return plan;
   }
 
