@@ -15,7 +15,8 @@ export function renderTokens(tokens: readonly TokenListing[], now: number): stri
   for (const t of tokens) {
     const left = t.expiresAt - now;
     const exp = left <= 0 ? 'expired' : left < 3600_000 ? `in ${Math.ceil(left / 60_000)}m` : `in ${Math.floor(left / 3600_000)}h${Math.floor((left % 3600_000) / 60_000)}m`;
-    rows.push([t.id, t.status, exp, `${t.usesLeft}/${t.uses}`, t.issuedBy, t.redeemedBy.join(',') || '-', t.description ?? '']);
+    const issuer = t.restoredBy !== undefined ? `${t.issuedBy} (restored by ${t.restoredBy})` : t.issuedBy;
+    rows.push([t.id, t.status, exp, `${t.usesLeft}/${t.uses}`, issuer, t.redeemedBy.join(',') || '-', t.description ?? '']);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return `${rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n')}\n`;

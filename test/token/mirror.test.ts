@@ -21,6 +21,8 @@ import {
 } from '../../src/token/mirror.ts';
 import { collectTokens, parseTokenEntry, tokenEntryWrite, type TokenEntry } from '../../src/token/store.ts';
 import { tokenVerifier } from '../../src/token/token.ts';
+import { renderTokens } from '../../src/cli/token.ts';
+import { listTokens } from '../../src/token/store.ts';
 import { FakeMember } from './fake-mesh.ts';
 
 const NOW = 1_800_000_000_000;
@@ -135,6 +137,7 @@ describe('restored token entries in the store', () => {
     const restored = tokenEntryWrite(entry({ restoredBy: 'node-c', spentBefore: 1 }), NOW);
     c.setLocal(restored.key, restored.payload, restored.ttlMs);
     expect(collectTokens(c.snapshot()).get('aaaaaaaa')).toMatchObject({ usesLeft: 1, entry: { restoredBy: 'node-c' } });
+    expect(renderTokens(listTokens(c.snapshot(), NOW), NOW)).toMatch(/aaaaaaaa\s+valid\s+in 1h0m\s+1\/2\s+node-a \(restored by node-c\)/);
     const original = tokenEntryWrite(entry(), NOW);
     a.setLocal(original.key, original.payload, original.ttlMs);
     const both: MeshSnapshot = { self: 'node-a', members: [...a.snapshot().members, ...c.snapshot().members] };
