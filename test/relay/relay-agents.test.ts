@@ -159,4 +159,45 @@ describe('relaying between two NATed nodes through a public one', () => {
     expect(bound.size).toBe(0);
     expect(a.dp.last!.peers.find((p) => p.name === 'b')!.relay).toBeUndefined();
   });
+
+  it('moves the pair to the other relay when the chosen one dies, and closes sessions of a pair whose side left', async () => {
+    const ma = new NattedMesh(net, 'a');
+    const mb = new NattedMesh(net, 'b');
+    const a = node('a', 1, ma);
+    const b = node('b', 2, mb);
+    const r1 = node('r1', 3, net.member('r1'));
+    const r2 = node('r2', 4, net.member('r2'));
+    for (const n of [r1, r2, a, b]) await n.agent.start();
+    ma.observed = { addr: '198.18.0.254', port: 7946 };
+    mb.observed = { addr: '198.18.0.254', port: 7956 };
+    a.agent.trigger('nat');
+    b.agent.trigger('nat');
+    await settle();
+    a.relay.setFailing(['b']);
+    await settle();
+    await settle();
+    const via = a.dp.last!.peers.find((p) => p.name === 'b')!.relay!;
+    expect(['r1', 'r2']).toContain(via);
+    const chosen = via === 'r1' ? r1 : r2;
+    const other = via === 'r1' ? r2 : r1;
+    expect(chosen.relay.stats().forwarder.sessions).toBe(1);
+    expect(other.relay.stats().forwarder.sessions).toBe(0);
+
+    // The chosen relay dies: every member picks the other one, which opens the session.
+    await chosen.agent.stop();
+    net.kill(via);
+    await settle();
+    await settle();
+    const otherName = via === 'r1' ? 'r2' : 'r1';
+    expect(a.dp.last!.peers.find((p) => p.name === 'b')).toMatchObject({ relay: otherName, endpoint: `${otherName === 'r1' ? '192.0.2.13' : '192.0.2.14'}:51900` });
+    expect(b.dp.last!.peers.find((p) => p.name === 'a')).toMatchObject({ relay: otherName, endpoint: `${otherName === 'r1' ? '192.0.2.13' : '192.0.2.14'}:51901` });
+    expect(other.relay.stats().forwarder.sessions).toBe(1);
+
+    // b leaves: a drops its want and the relay closes the session (grace 0 here).
+    await b.agent.stop({ leave: true });
+    await settle();
+    await settle();
+    expect(a.relay.wants()).toEqual([]);
+    expect(other.relay.stats().forwarder.sessions).toBe(0);
+  });
 });
