@@ -65,9 +65,11 @@ export function flatten(r: ReportLike): Map<string, number> {
       }
     }
   }
-  // The WireGuard CPU cost ratio (lower is better): shown, never a ratio regression.
-  const c = r.summary?.weft_vs_manual?.wg_cpu_per_gbps as { median?: unknown } | null | undefined;
-  if (c && typeof c.median === 'number' && Number.isFinite(c.median)) out.set('summary.weft_vs_manual.wg_cpu_per_gbps', c.median);
+  // The CPU cost ratios (lower is better): shown, never a ratio regression.
+  for (const k of ['wg_cpu_per_gbps', 'wg_and_control_cpu_per_gbps']) {
+    const c = r.summary?.weft_vs_manual?.[k] as { median?: unknown } | null | undefined;
+    if (c && typeof c.median === 'number' && Number.isFinite(c.median)) out.set(`summary.weft_vs_manual.${k}`, c.median);
+  }
   const walk = (prefix: string, v: unknown, depth: number): void => {
     if (depth > 4) return;
     if (typeof v === 'number' && Number.isFinite(v)) out.set(prefix, v);

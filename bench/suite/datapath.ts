@@ -42,15 +42,18 @@ export interface RepeatFigures {
   cpu_per_gbps: number;
   cpu_excess_per_gbps: number;
   /**
-   * CPU-seconds of the WireGuard processes of both nodes (wireguard-go; NaN with the kernel module),
-   * plus the mode's control plane (weft's agents), per Gbit received over the TCP runs. Unlike
-   * throughput it barely depends on how much CPU other work leaves: the cost per bit.
+   * CPU-seconds of the WireGuard processes of both nodes (wireguard-go; NaN with the kernel module)
+   * per Gbit received over the TCP runs. Unlike throughput it barely depends on how much CPU other
+   * work leaves: the cost per bit. It includes the kernel work done in their syscalls (a packet
+   * written to the TUN device is routed and delivered, bridge included, in wireguard-go's time).
    */
   wg_cpu_per_gbps: number;
+  /** CPU-seconds of the mode's control plane (weft's two agents) per Gbit over the TCP runs; NaN for modes without one. */
+  control_cpu_per_gbps: number;
 }
 
 /** The figure names of {@link RepeatFigures}, in report order. */
-export const FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps', 'udp_loss', 'rr_p50_us', 'rr_p99_us', 'cpu_per_gbps', 'cpu_excess_per_gbps', 'wg_cpu_per_gbps'] as const;
+export const FIGURES = ['tcp1_gbps', 'tcp8_gbps', 'udp_gbps', 'udp_loss', 'rr_p50_us', 'rr_p99_us', 'cpu_per_gbps', 'cpu_excess_per_gbps', 'wg_cpu_per_gbps', 'control_cpu_per_gbps'] as const;
 
 /**
  * One mode's result: each figure's median (under its own name) plus `<figure>_min` / `<figure>_max`.
@@ -76,8 +79,10 @@ export interface WeftVsManual {
   readonly tcp1_gbps: PairedRatio | null;
   readonly tcp8_gbps: PairedRatio | null;
   readonly udp_gbps: PairedRatio | null;
-  /** weft's WireGuard (+ agent) CPU per Gbit over manual's, per pair: a cost ratio, lower is better; null on the kernel backend. */
+  /** weft's wireguard-go CPU per Gbit over manual's, per pair: a cost ratio, lower is better; null on the kernel backend. */
   readonly wg_cpu_per_gbps: PairedRatio | null;
+  /** The same with weft's agents' CPU added to weft's side: all the CPU weft spends per Gbit beyond the pods'. */
+  readonly wg_and_control_cpu_per_gbps: PairedRatio | null;
 }
 
 /** What {@link runDatapath} measured: one result per mode, and the paired weft/manual ratios when both ran. */
@@ -423,19 +428,20 @@ async function inClient(topo: Topology, argv: readonly string[], timeoutMs: numb
 type Kind = 'tcp1' | 'tcp8' | 'udp';
 const KINDS: readonly Kind[] = ['tcp1', 'tcp8', 'udp'];
 
-const emptyRow = (): RepeatFigures => ({ tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN, wg_cpu_per_gbps: NaN });
+const emptyRow = (): RepeatFigures => ({ tcp1_gbps: NaN, tcp8_gbps: NaN, udp_gbps: NaN, udp_loss: NaN, rr_p50_us: NaN, rr_p99_us: NaN, cpu_per_gbps: NaN, cpu_excess_per_gbps: NaN, wg_cpu_per_gbps: NaN, control_cpu_per_gbps: NaN });
 
 /** CPU and traffic of one repeat's throughput runs, accumulated run by run. */
 interface CpuTally {
   coreSeconds: number;
   extraCoreSeconds: number;
   gbits: number;
-  /** WireGuard processes + control plane CPU ticks and Gbit over the TCP runs; ticks NaN when not countable. */
+  /** CPU ticks of the WireGuard processes and of the control plane, and Gbit, over the TCP runs; ticks NaN when not countable. */
   wgTicks: number;
+  ctlTicks: number;
   tcpGbits: number;
 }
 
-const newTally = (): CpuTally => ({ coreSeconds: 0, extraCoreSeconds: 0, gbits: 0, wgTicks: 0, tcpGbits: 0 });
+const newTally = (): CpuTally => ({ coreSeconds: 0, extraCoreSeconds: 0, gbits: 0, wgTicks: 0, ctlTicks: 0, tcpGbits: 0 });
 
 /** Linux USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream architecture). */
 const CLK_TCK = 100;
@@ -478,13 +484,12 @@ async function ticksOf(pids: readonly number[]): Promise<number> {
 }
 
 /**
- * The processes whose CPU counts as the mode's WireGuard cost: its wireguard-go processes and its
- * control plane (weft's agents). Empty with the kernel backend (its work runs in softirq, not
- * attributable per mode), which makes the figure NaN.
+ * The processes whose CPU counts as the mode's WireGuard cost: its wireguard-go processes (none with
+ * the kernel backend, whose work runs in softirq, not attributable per mode: the figure is NaN) and
+ * its control plane (weft's agents; undefined for modes without one).
  */
-async function wgCostPids(topo: Topology): Promise<number[]> {
-  const wg = await wireguardGoPids(topo.nodeNetns).catch(() => [] as number[]);
-  return wg.length === 0 ? [] : [...wg, ...(topo.controlPids?.() ?? [])];
+async function costPids(topo: Topology): Promise<{ wg: number[]; control: number[] | undefined }> {
+  return { wg: await wireguardGoPids(topo.nodeNetns).catch(() => [] as number[]), control: topo.controlPids?.() };
 }
 
 /** The request/response client argv (short path checks have no warm-up). */
@@ -516,8 +521,9 @@ async function baselineCores(ncpu: number): Promise<number> {
 
 /** One iperf3 run of `kind` into `row`, its CPU into `tally`; a failure is appended to `errors`. */
 async function runKind(topo: Topology, kind: Kind, opts: DatapathOptions, ncpu: number, baseline: number, row: RepeatFigures, tally: CpuTally, errors: string[], label: string): Promise<void> {
-  const pids = kind === 'udp' ? [] : await wgCostPids(topo);
-  const w0 = await ticksOf(pids);
+  const pids = kind === 'udp' ? { wg: [], control: [] } : await costPids(topo);
+  const w0 = await ticksOf(pids.wg);
+  const k0 = await ticksOf(pids.control ?? []);
   const c0: CpuSample = await readCpu();
   const t0 = performance.now();
   try {
@@ -534,7 +540,8 @@ async function runKind(topo: Topology, kind: Kind, opts: DatapathOptions, ncpu: 
       row[kind === 'tcp1' ? 'tcp1_gbps' : 'tcp8_gbps'] = t.gbps;
       tally.gbits += t.gbps * t.seconds;
       tally.tcpGbits += t.gbps * t.seconds;
-      tally.wgTicks += pids.length > 0 ? (await ticksOf(pids)) - w0 : NaN;
+      tally.wgTicks += pids.wg.length > 0 ? (await ticksOf(pids.wg)) - w0 : NaN;
+      tally.ctlTicks += pids.control ? (await ticksOf(pids.control)) - k0 : NaN;
     }
     tally.coreSeconds += cores * secs;
     tally.extraCoreSeconds += Math.max(0, cores - baseline) * secs;
@@ -553,6 +560,7 @@ function finishCpu(row: RepeatFigures, tally: CpuTally): void {
     row.cpu_excess_per_gbps = tally.extraCoreSeconds / tally.gbits;
   }
   if (tally.tcpGbits > 0 && Number.isFinite(tally.wgTicks)) row.wg_cpu_per_gbps = tally.wgTicks / CLK_TCK / tally.tcpGbits;
+  if (tally.tcpGbits > 0 && Number.isFinite(tally.ctlTicks)) row.control_cpu_per_gbps = tally.ctlTicks / CLK_TCK / tally.tcpGbits;
 }
 
 /** The request/response run of one repeat into `row`; a failure is appended to `errors`. */
@@ -647,7 +655,7 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
       s.rows.push(rows[side]);
     }
     const ratio = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): string => fmt(rows.weft[f] / rows.manual[f]);
-    opts.progress?.(`bench: weft/manual pair ${r + 1}/${opts.repeat} (${order.join(' first, ')} second): ${[...PAIRED_FIGURES, 'wg_cpu_per_gbps' as const].map((f) => `${f} ${fmt(rows.weft[f])}/${fmt(rows.manual[f])} = ${ratio(f)}`).join(', ')}`);
+    opts.progress?.(`bench: weft/manual pair ${r + 1}/${opts.repeat} (${order.join(' first, ')} second): ${[...PAIRED_FIGURES, 'wg_cpu_per_gbps' as const].map((f) => `${f} ${fmt(rows.weft[f])}/${fmt(rows.manual[f])} = ${ratio(f)}`).join(', ')}, weft agents ${fmt(rows.weft.control_cpu_per_gbps)} CPU s/Gbit`);
   }
   const w = withMtus(aggregate('weft', weft.mtu, sides.weft.rows, sides.weft.errors), weft);
   const m = withMtus(aggregate('wireguard-manual', manual.mtu, sides.manual.rows, sides.manual.errors), manual);
@@ -656,18 +664,21 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
 
 /**
  * The paired summary from the rows of weft and wireguard-manual taken pair by pair (row i of each is
- * one pair): per throughput figure, and for the WireGuard CPU per Gbit, the median, min and max of
- * `weft / manual`; null for a figure no pair completed. Pure.
+ * one pair): per throughput figure, and for the WireGuard CPU per Gbit (without and with weft's
+ * agents on weft's side), the median, min and max of `weft / manual`; null for a figure no pair
+ * completed. Pure.
  */
 export function pairedSummary(weft: readonly RepeatFigures[], manual: readonly RepeatFigures[], tunnelMtu: { weft: number; manual: number }, podMtu: { weft: number; manual: number }): WeftVsManual {
-  const one = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): PairedRatio | null => {
+  const ratios = (num: readonly number[], den: readonly number[]): PairedRatio | null => {
     try {
-      return pairedRatios(weft.map((x) => x[f]), manual.map((x) => x[f]));
+      return pairedRatios(num, den);
     } catch {
       return null;
     }
   };
-  return { method: 'paired-interleaved', pairs: Math.min(weft.length, manual.length), tunnel_mtu: tunnelMtu, pod_mtu: podMtu, tcp1_gbps: one('tcp1_gbps'), tcp8_gbps: one('tcp8_gbps'), udp_gbps: one('udp_gbps'), wg_cpu_per_gbps: one('wg_cpu_per_gbps') };
+  const one = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): PairedRatio | null => ratios(weft.map((x) => x[f]), manual.map((x) => x[f]));
+  const withControl = (x: RepeatFigures): number => x.wg_cpu_per_gbps + (Number.isFinite(x.control_cpu_per_gbps) ? x.control_cpu_per_gbps : 0);
+  return { method: 'paired-interleaved', pairs: Math.min(weft.length, manual.length), tunnel_mtu: tunnelMtu, pod_mtu: podMtu, tcp1_gbps: one('tcp1_gbps'), tcp8_gbps: one('tcp8_gbps'), udp_gbps: one('udp_gbps'), wg_cpu_per_gbps: one('wg_cpu_per_gbps'), wg_and_control_cpu_per_gbps: ratios(weft.map(withControl), manual.map(withControl)) };
 }
 
 function fmt(x: number): string {

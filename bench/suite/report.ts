@@ -72,7 +72,9 @@ export function renderMarkdown(r: BenchReport): string {
     };
     lines.push(`weft / wireguard-manual, paired and interleaved (median (min-max) of the per-pair ratios; WireGuard MTU weft ${p.tunnel_mtu.weft}, manual ${p.tunnel_mtu.manual}): ${RATIO_FIGURES.map(pr).join(', ')}`, '');
     const c = p.wg_cpu_per_gbps;
-    if (c) lines.push(`WireGuard CPU per Gbit (wireguard-go of both nodes, plus weft's agents), weft / manual per pair, lower is better: ${f(c.median, 3)} (${f(c.min, 3)}-${f(c.max, 3)}, ${c.n} pairs)`, '');
+    const cc = p.wg_and_control_cpu_per_gbps;
+    const cr = (x: { median: number; min: number; max: number; n: number }): string => `${f(x.median, 3)} (${f(x.min, 3)}-${f(x.max, 3)}, ${x.n} pairs)`;
+    if (c) lines.push(`CPU per Gbit, weft / manual per pair (a cost: lower is better): wireguard-go ${cr(c)}${cc ? `; with weft's agents added ${cr(cc)}` : ''}`, '');
   }
   const errs = r.modes.flatMap((m) => m.errors);
   if (errs.length > 0) lines.push('Errors:', '', ...errs.map((e) => `- ${e}`), '');

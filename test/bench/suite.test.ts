@@ -84,7 +84,7 @@ describe('statistics', () => {
     }));
   });
   it('aggregates repeats per figure, with null for a figure no repeat produced', () => {
-    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: 2 * x, udp_gbps: NaN, udp_loss: 0.1, rr_p50_us: 50, rr_p99_us: 90, cpu_per_gbps: 1, cpu_excess_per_gbps: 0.5, wg_cpu_per_gbps: NaN });
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: 2 * x, udp_gbps: NaN, udp_loss: 0.1, rr_p50_us: 50, rr_p99_us: 90, cpu_per_gbps: 1, cpu_excess_per_gbps: 0.5, wg_cpu_per_gbps: NaN, control_cpu_per_gbps: NaN });
     const r = aggregate('plain', 1500, [row(1), row(3), row(2)], ['x']);
     expect(r).toMatchObject({ mode: 'plain', repeats: 3, tcp1_gbps: 2, tcp1_gbps_min: 1, tcp1_gbps_max: 3, tcp8_gbps: 4, udp_gbps: null, udp_gbps_min: null, errors: ['x'] });
     for (const f of FIGURES) expect(r).toHaveProperty(`${f}_max`);
@@ -110,8 +110,8 @@ describe('paired weft / manual ratios', () => {
     }));
   });
   it('summarizes rows pair by pair per throughput figure', () => {
-    const row = (t1: number, t8: number, udp: number, wg = NaN): RepeatFigures => ({ tcp1_gbps: t1, tcp8_gbps: t8, udp_gbps: udp, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: wg });
-    const s = pairedSummary([row(0.3, 0.4, NaN, 5.1), row(0.2, 0.4, NaN, 5.5), row(0.33, 0.2, NaN, 4.9)], [row(0.3, 0.5, 1, 5), row(0.25, 0.4, 1, 5), row(0.3, 0.2, 1, 5)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 });
+    const row = (t1: number, t8: number, udp: number, wg = NaN, ctl = NaN): RepeatFigures => ({ tcp1_gbps: t1, tcp8_gbps: t8, udp_gbps: udp, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: wg, control_cpu_per_gbps: ctl });
+    const s = pairedSummary([row(0.3, 0.4, NaN, 5.1, 0.1), row(0.2, 0.4, NaN, 5.5, 0.1), row(0.33, 0.2, NaN, 4.9, 0.1)], [row(0.3, 0.5, 1, 5), row(0.25, 0.4, 1, 5), row(0.3, 0.2, 1, 5)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 });
     expect(s.method).toBe('paired-interleaved');
     expect(s.pairs).toBe(3);
     expect(s.tcp1_gbps?.median).toBeCloseTo(1);
@@ -121,6 +121,8 @@ describe('paired weft / manual ratios', () => {
     expect(s.udp_gbps).toBeNull();
     expect(s.wg_cpu_per_gbps?.median).toBeCloseTo(1.02);
     expect(s.wg_cpu_per_gbps?.max).toBeCloseTo(1.1);
+    expect(s.wg_and_control_cpu_per_gbps?.median).toBeCloseTo(1.04);
+    expect(s.wg_and_control_cpu_per_gbps?.min).toBeCloseTo(1);
     expect(pairedSummary([row(1, 1, 1)], [row(1, 1, 1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 }).wg_cpu_per_gbps).toBeNull();
   });
   it('reads utime + stime from /proc/<pid>/stat, also with a command name holding ") "', () => {
@@ -192,13 +194,13 @@ describe('report', () => {
     expect(md).not.toContain('paired and interleaved');
   });
   it('Markdown shows the paired weft / manual ratios when the report has them', () => {
-    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: x, udp_gbps: x, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: 5 / x });
+    const row = (x: number): RepeatFigures => ({ tcp1_gbps: x, tcp8_gbps: x, udp_gbps: x, udp_loss: 0, rr_p50_us: 1, rr_p99_us: 2, cpu_per_gbps: 1, cpu_excess_per_gbps: 0, wg_cpu_per_gbps: 5 / x, control_cpu_per_gbps: NaN });
     const summary = { weft_vs_manual: pairedSummary([row(0.97), row(0.9)], [row(1), row(1)], { weft: 1440, manual: 1440 }, { weft: 1440, manual: 1440 }) };
     const md = renderMarkdown({ ...report(modes), summary });
     expect(md).toContain('paired and interleaved');
     expect(md).toContain('WireGuard MTU weft 1440, manual 1440');
     expect(md).toContain('tcp1_gbps 0.935 (0.900-0.970, 2 pairs)');
-    expect(md).toMatch(/WireGuard CPU per Gbit .* lower is better: 1\.071 \(1\.031-1\.111, 2 pairs\)/);
+    expect(md).toMatch(/CPU per Gbit, weft \/ manual per pair .*: wireguard-go 1\.071 \(1\.031-1\.111, 2 pairs\); with weft's agents added 1\.071/);
   });
   it('the chart spec holds every mode and run; Vega renders it to SVG', async () => {
     const r = report(modes);
@@ -241,7 +243,7 @@ describe('compare', () => {
     }));
   });
   it('reads the paired weft / manual ratios of the summary; a drop of their median is a regression', () => {
-    const paired = (median: number) => ({ weft_vs_manual: { method: 'paired-interleaved', pairs: 3, tcp1_gbps: { median, min: median - 0.05, max: median + 0.02, n: 3, ratios: [] }, tcp8_gbps: null, udp_gbps: null, wg_cpu_per_gbps: { median: 2 - median, min: 1, max: 1.2, n: 3, ratios: [] } } });
+    const paired = (median: number) => ({ weft_vs_manual: { method: 'paired-interleaved', pairs: 3, tcp1_gbps: { median, min: median - 0.05, max: median + 0.02, n: 3, ratios: [] }, tcp8_gbps: null, udp_gbps: null, wg_cpu_per_gbps: { median: 2 - median, min: 1, max: 1.2, n: 3, ratios: [] }, wg_and_control_cpu_per_gbps: { median: 2.1 - median, min: 1, max: 1.3, n: 3, ratios: [] } } });
     const pa = { ...a, summary: paired(0.98) };
     const pb = { ...a, summary: paired(0.9) };
     const f = flatten(pa);
@@ -249,6 +251,7 @@ describe('compare', () => {
     expect(f.get('summary.weft_vs_manual_min.tcp1_gbps')).toBeCloseTo(0.93);
     expect(f.get('summary.weft_vs_manual_max.tcp1_gbps')).toBe(1);
     expect(f.has('ratio.weft_vs_manual.tcp8_gbps')).toBe(false);
+    expect(f.get('summary.weft_vs_manual.wg_and_control_cpu_per_gbps')).toBeCloseTo(1.12);
     expect(compareReports(pa, pb, 5).filter((r) => r.regression).map((r) => r.figure)).toEqual(['ratio.weft_vs_manual.tcp1_gbps']);
     // Reports written before the summary existed still compare.
     expect(compareReports(a, pb, 5).find((r) => r.figure === 'ratio.weft_vs_manual.tcp1_gbps')).toMatchObject({ a: null, b: 0.9, regression: false });
