@@ -115,6 +115,16 @@ describe.skipIf(skip)(`relaying between two cloud-2 nodes that cannot reach each
     const st = await statusJson(a);
     expect(peerOf(st, b)).toMatchObject({ link: 'connected', endpoint: `${lab.node(b).underlayIP}:${argvPort(lab.node(b).agentArgv, '--wg-port')}` });
     for (const p of st.peers) expect(p.relay, row(p)).toBeUndefined();
+    // Keepalive only where needed: none between the two public cloud-1 nodes, 25 s towards and from a NATed node.
+    const keepalives = async (node: string): Promise<Map<string, string>> => {
+      const byKey = new Map((await statusJson(node)).peers.map((p) => [p.publicKey, p.name]));
+      const out = await lab.exec(node, ['wg', 'show', 'weft0', 'persistent-keepalive']);
+      return new Map(out.stdout.trim().split('\n').map((l) => l.split('\t') as [string, string]).map(([k, v]) => [byKey.get(k) ?? k, v]));
+    };
+    const k1 = await keepalives(c1[0]!);
+    expect(k1.get(c1[1]!)).toBe('off');
+    expect(k1.get(a)).toBe('25');
+    expect((await keepalives(a)).get(c1[0]!)).toBe('25');
   }, 120_000);
 
   it('after isolation: the pair goes through a cloud-1 relay, pods reach each other both ways, status shows it relayed, cloud 1 sees only WireGuard', async () => {
