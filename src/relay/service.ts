@@ -17,7 +17,7 @@ import { chooseEndpoint } from '../plan/datapath.ts';
 import { endpointsForPeer } from '../plan/nat.ts';
 import { parseEndpoint, type Family } from '../plan/cidr.ts';
 import { type ForwardSession, type ForwarderStats, RelayForwarder, type SocketFactory } from './forwarder.ts';
-import { MAX_WANTS, RELAY_OFFER_KEY, RELAY_SESSIONS_KEY, RELAY_WANT_KEY, type RelayInputs, type RelaySession } from './records.ts';
+import { MAX_RELAY_PAYLOAD, MAX_WANTS, RELAY_OFFER_KEY, RELAY_SESSIONS_KEY, RELAY_WANT_KEY, type RelayInputs, type RelaySession } from './records.ts';
 import { DEFAULT_SESSION_GRACE_MS, planSessions, wantedPairs, type HeldSession } from './sessions.ts';
 
 /** The mesh operations the service uses. */
@@ -145,7 +145,7 @@ export class RelayService {
   }
 
   #publishWants(snapshot: MeshSnapshot): void {
-    const list = this.wants();
+    const list = fitting(this.wants());
     this.#put(snapshot, RELAY_WANT_KEY, list.length > 0 ? JSON.stringify(list) : undefined);
   }
 
@@ -167,7 +167,8 @@ export class RelayService {
       if (this.#stopped) return;
       for (const p of failedPorts) this.#unusable.add(p);
       const failed = new Set(failedPorts);
-      this.#bound = planned.filter((s) => !failed.has(s.portA) && !failed.has(s.portB));
+      // Only what fits in one entry is published (and so used by the pair); very long names are the only way to hit it.
+      this.#bound = fitting(planned.filter((s) => !failed.has(s.portA) && !failed.has(s.portB)));
       const last = this.#last;
       if (last) this.#put(last.snapshot, RELAY_SESSIONS_KEY, this.#bound.length > 0 || this.#offering ? JSON.stringify(this.#bound) : undefined);
       if (failed.size > 0) this.#o.retrigger?.();
@@ -211,6 +212,13 @@ export class RelayService {
     this.#stopped = true;
     await this.#forwarder.close();
   }
+}
+
+/** The longest prefix of `list` whose JSON fits in a relay entry (members refuse larger ones). */
+export function fitting<T>(list: readonly T[]): readonly T[] {
+  let n = list.length;
+  while (n > 0 && Buffer.byteLength(JSON.stringify(list.slice(0, n))) > MAX_RELAY_PAYLOAD) n = Math.floor(n * 0.9);
+  return n === list.length ? list : list.slice(0, n);
 }
 
 /** Both sides' published endpoints: a want holds while this stays the same. */

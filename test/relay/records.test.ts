@@ -99,3 +99,20 @@ describe('relay entries', () => {
     );
   });
 });
+
+describe('fitting (entry size bound on what a node publishes)', async () => {
+  const { fitting } = await import('../../src/relay/service.ts');
+  const { MAX_RELAY_PAYLOAD } = await import('../../src/relay/records.ts');
+  it('keeps short lists whole and cuts long ones to a prefix that parses back within the bound', () => {
+    const short = ['a', 'b'];
+    expect(fitting(short)).toBe(short);
+    const long = Array.from({ length: 256 }, (_, i) => `${String(i).padStart(3, '0')}${'x'.repeat(240)}`);
+    const cut = fitting(long);
+    expect(cut.length).toBeGreaterThan(100);
+    expect(cut.length).toBeLessThan(256);
+    expect(cut).toEqual(long.slice(0, cut.length));
+    const payload = new TextEncoder().encode(JSON.stringify(cut));
+    expect(payload.length).toBeLessThanOrEqual(MAX_RELAY_PAYLOAD);
+    expect(parseWant(payload, 'me').ok).toBe(true);
+  });
+});
