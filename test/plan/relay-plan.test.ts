@@ -50,3 +50,37 @@ describe('planDatapath with relays (issue 7)', () => {
     expect(planDatapath(n1, [remote(n2)], v4, relayInput(states, relays, {}))).toEqual(planDatapath(n1, [remote(n2)], v4));
   });
 });
+
+describe('relay planning is symmetric (property)', () => {
+  it('for any offers, liveness and sessions, both sides of a pair agree on relaying, through the same relay, each at its own port', async () => {
+    const fc = (await import('fast-check')).default;
+    const names = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5'];
+    const state = fc.constantFrom<MemberState>('alive', 'suspect', 'dead');
+    fc.assert(
+      fc.property(
+        fc.tuple(...names.map(() => state)),
+        fc.subarray(names.slice(2)),
+        fc.array(fc.tuple(fc.constantFrom(...names.slice(2)), fc.integer({ min: 0, max: 40 })), { maxLength: 4 }),
+        (states, offering, published) => {
+          const st = Object.fromEntries(names.map((n, i) => [n, states[i]!]));
+          const offers = Object.fromEntries(offering.map((n) => [n, `198.18.0.${n.slice(5)}`]));
+          const sessions: Record<string, RelaySession[]> = {};
+          for (const [r, k] of published) if (!sessions[r]) sessions[r] = [{ a: 'node-1', b: 'node-2', portA: 51900 + 2 * k, portB: 51901 + 2 * k }];
+          const input = relayInput(st, offers, sessions);
+          const a = planDatapath(nodeInfo(1), [remote(nodeInfo(2))], v4, input).peers[0]!;
+          const b = planDatapath(nodeInfo(2), [remote(nodeInfo(1))], v4, input).peers[0]!;
+          expect(a.relay).toBe(b.relay);
+          if (a.relay !== undefined) {
+            const s = sessions[a.relay]![0]!;
+            expect(a.endpoint).toBe(`${offers[a.relay]}:${s.portA}`);
+            expect(b.endpoint).toBe(`${offers[a.relay]}:${s.portB}`);
+            expect(st[a.relay]).toBe('alive');
+            expect([a.persistentKeepalive, b.persistentKeepalive]).toEqual([RELAY_KEEPALIVE_S, RELAY_KEEPALIVE_S]);
+          } else {
+            expect([a.endpoint, b.endpoint]).toEqual(['192.0.2.3:51820', '192.0.2.2:51820']);
+          }
+        },
+      ),
+    );
+  });
+});
