@@ -15,7 +15,7 @@ import { chmod, copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/pr
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.ts';
-import { AGENT_NODE_FLAGS } from '../agent/node-flags.ts';
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/node-flags.ts';
 import type { AgentStatus } from '../agent/agent.ts';
 import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
 import { classifyCapture, parsePcap, type CaptureSummary } from './pcap.ts';
@@ -360,7 +360,7 @@ export class Lab {
     const seeds = this.meta.kubeconfig ? [] : this.meta.nodes.filter((x) => x.name !== name && this.host.processes(`agent:${x.name}`).length > 0).map((x) => `${x.underlayIP}:${this.meta.meshPort}`);
     const argv = [...n.agentArgv, ...(seeds.length > 0 ? ['--seeds', seeds.join(',')] : [])];
     const h = this.host.node(name);
-    return this.host.spawn(h, argv, { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
+    return this.host.spawn(h, argv, { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}`, env: AGENT_ENV });
   }
 
   /** Stops node `name`'s agent: SIGTERM (clean shutdown) or SIGKILL (crash). Returns the PIDs signalled. */
