@@ -133,7 +133,7 @@ export function createAgentMetrics(sources: MetricSources = {}, opts: { processM
     return scrape;
   };
   new Gauge({
-    name: 'weft_peers', help: 'WireGuard peers by link state (connected, handshaking, unreachable)', labelNames: ['link'], registers: r,
+    name: 'weft_peers', help: 'WireGuard peers by link state (connected, relayed, handshaking, unreachable)', labelNames: ['link'], registers: r,
     async collect() {
       this.reset();
       const p = await peers();
