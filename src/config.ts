@@ -71,6 +71,8 @@ export interface Config {
   readonly relayAfterMs: number;
   /** Period (ms) of the link prober (probes peers without a recent handshake). */
   readonly probeIntervalMs: number;
+  /** In-cluster: name of the Secret mirroring join tokens (`src/k8s/token-secret.ts`); undefined = no mirror (`off`). */
+  readonly tokenSecret: string | undefined;
 }
 
 /** A bad configuration value. The message is one line naming the flag, its env var and the value. */
@@ -131,6 +133,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('relayPorts', '<lo-hi>', 'UDP port range used for relaying (two ports per relayed pair)', '51900-51999'),
   opt('relayAfter', '<duration>', 'how long a direct link must fail before it is relayed', '30s'),
   opt('probeInterval', '<duration>', 'link prober period (probes peers without a recent handshake)', '10s'),
+  opt('tokenSecret', '<name|off>', 'in-cluster: the Secret in the agent namespace that mirrors join tokens (off: no mirror)', 'weft-join-tokens'),
 ];
 
 /** Raw values as they come from the command line: strings (or undefined when not given). */
@@ -291,11 +294,17 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     if (ms < 1000 || ms > 120_000) fail('must be between 1s and 2m (a link is probed when its handshake is older than 150 s)');
     return ms;
   });
+  const tokenSecret = field('tokenSecret', (v, fail): string | undefined => {
+    if (v === 'off') return undefined;
+    // A Secret name is a DNS-1123 subdomain.
+    if (v === undefined || v.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)) fail('is not a Secret name (DNS-1123 subdomain) or off');
+    return v;
+  });
 
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
     stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs, meshProfile,
-    relay, relayPorts, relayAfterMs, probeIntervalMs,
+    relay, relayPorts, relayAfterMs, probeIntervalMs, tokenSecret,
   });
 }
 

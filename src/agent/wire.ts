@@ -196,7 +196,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     const tokens = await startTokenService({ name: config.name, mesh, identitySeed: identitySeed.value, meshKey, keyring: meshKeys.keyring, api, logger: logger.child({ component: 'token' }), listenAddr: underlay.addr, joinPort: config.joinPort, clusterCIDRs: config.clusterCIDRs });
     cleanups.unshift(() => tokens.close());
     // In-cluster, tokens are also mirrored into a Secret (src/k8s/token-secret.ts): write-through, resync, read-back.
-    const tokenMirror = kube ? (await import('../k8s/token-secret.ts')).startAgentTokenMirror({ kubeconfig: config.kubeconfig, mesh, self: config.name, meshKeys: () => [meshKeys.keyring.primary(), meshKey], logger: logger.child({ component: 'token-secret' }) }) : undefined;
+    const tokenMirror = kube && config.tokenSecret ? (await import('../k8s/token-secret.ts')).startAgentTokenMirror({ kubeconfig: config.kubeconfig, secretName: config.tokenSecret, mesh, self: config.name, meshKeys: () => [meshKeys.keyring.primary(), meshKey], logger: logger.child({ component: 'token-secret' }) }) : undefined;
     if (tokenMirror) {
       tokens.onTokensChanged((e) => tokenMirror.trigger(`token-${e.kind}`));
       (await import('../k8s/token-secret.ts')).registerTokenMirrorMetrics(metrics.registry, tokenMirror);

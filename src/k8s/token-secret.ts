@@ -416,7 +416,7 @@ export interface StartTokenSecretMirrorOptions extends Omit<TokenSecretMirrorOpt
   readonly kubeConfig: KubeConfig;
   /** Default from {@link agentNamespace}. */
   readonly namespace?: string;
-  /** Default `WEFT_TOKEN_SECRET`, else {@link DEFAULT_TOKEN_SECRET}. */
+  /** The Secret's name (`--token-secret`); default {@link DEFAULT_TOKEN_SECRET}. */
   readonly secretName?: string;
   readonly env?: Readonly<Record<string, string | undefined>>;
 }
@@ -425,7 +425,7 @@ export interface StartTokenSecretMirrorOptions extends Omit<TokenSecretMirrorOpt
 export function startTokenSecretMirror(o: StartTokenSecretMirrorOptions): TokenSecretMirror {
   const env = o.env ?? process.env;
   const namespace = o.namespace ?? agentNamespace(env);
-  const name = o.secretName ?? (env.WEFT_TOKEN_SECRET?.trim() || DEFAULT_TOKEN_SECRET);
+  const name = o.secretName ?? DEFAULT_TOKEN_SECRET;
   const { kubeConfig, namespace: _n, secretName: _s, env: _e, ...rest } = o;
   const mirror = new TokenSecretMirror({ ...rest, transport: secretTransport(kubeConfig, namespace, name) });
   mirror.start();
@@ -434,12 +434,11 @@ export function startTokenSecretMirror(o: StartTokenSecretMirrorOptions): TokenS
 
 /**
  * The agent's mirror: loads the same Kubernetes configuration as the source (`--kubeconfig`, else in-cluster)
- * and starts the mirror, or returns undefined when there is no Kubernetes or `WEFT_TOKEN_SECRET=off`. Never
+ * and starts the mirror, or returns undefined when there is no Kubernetes (`--token-secret off` is the caller's). Never
  * blocks on the API server. Throws `KubeConfigError` only for a kubeconfig file that does not load.
  */
 export function startAgentTokenMirror(o: Omit<StartTokenSecretMirrorOptions, 'kubeConfig'> & { readonly kubeconfig: string | undefined }): TokenSecretMirror | undefined {
   const env = o.env ?? process.env;
-  if ((env.WEFT_TOKEN_SECRET ?? '').trim().toLowerCase() === 'off') return undefined;
   const kubeConfig = loadKubeConfig(o.kubeconfig, env);
   if (kubeConfig === undefined) return undefined;
   const { kubeconfig: _k, ...rest } = o;

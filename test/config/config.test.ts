@@ -113,3 +113,14 @@ describe('parseDuration', () => {
     expect(() => parseDuration(s, fail)).toThrow(/not a duration/);
   });
 });
+
+describe('--token-secret', () => {
+  it('defaults to weft-join-tokens, reads WEFT_TOKEN_SECRET, and off means no mirror', () => {
+    expect(parseConfig({ name: 'n1' }, {}).tokenSecret).toBe('weft-join-tokens');
+    expect(parseConfig({ name: 'n1' }, { WEFT_TOKEN_SECRET: 'my-tokens' }).tokenSecret).toBe('my-tokens');
+    expect(parseConfig({ name: 'n1', tokenSecret: 'off' }, { WEFT_TOKEN_SECRET: 'my-tokens' }).tokenSecret).toBeUndefined();
+  });
+  it.each(['My_Tokens', '-tokens', 'a'.repeat(254), ''])('refuses the Secret name %j', (v) => {
+    expect(() => parseConfig({ name: 'n1', tokenSecret: v }, {})).toThrow(/--token-secret .*DNS-1123/);
+  });
+});

@@ -367,18 +367,17 @@ describe('token Secret mirror (real client, fake API server)', () => {
     const clock = testClock();
     const a = member('node-a', clock);
     const { id } = a.admitter.create({ ttlMs: 3600_000, uses: 1 });
-    const mirror = startTokenSecretMirror({ kubeConfig: api.kubeConfig(), env: { POD_NAMESPACE: 'other-ns', WEFT_TOKEN_SECRET: 'my-tokens' }, mesh: a.mesh, self: 'node-a', meshKeys: () => [MESH_KEY], logger: silent, clock, restoreDelayMs: 3_600_000 });
+    const mirror = startTokenSecretMirror({ kubeConfig: api.kubeConfig(), env: { POD_NAMESPACE: 'other-ns' }, secretName: 'my-tokens', mesh: a.mesh, self: 'node-a', meshKeys: () => [MESH_KEY], logger: silent, clock, restoreDelayMs: 3_600_000 });
     cleanups.push(() => mirror.stop());
     await until('first sync', () => mirror.stats.writes === 1);
     expect(Object.keys((api.getSecret('other-ns', 'my-tokens') as unknown as { data: Record<string, string> }).data)).toEqual([mirrorKey(id)]);
   });
 
-  it('the agent entry point is off without Kubernetes or with WEFT_TOKEN_SECRET=off, and exports its counters as metrics', async () => {
+  it('the agent entry point is off without Kubernetes, and exports its counters as metrics', async () => {
     const clock = testClock();
     const a = member('node-a', clock);
     const base = { mesh: a.mesh, self: 'node-a', meshKeys: () => [MESH_KEY], logger: silent, clock };
     expect(startAgentTokenMirror({ ...base, kubeconfig: undefined, env: {} })).toBeUndefined();
-    expect(startAgentTokenMirror({ ...base, kubeconfig: undefined, env: { KUBERNETES_SERVICE_HOST: '10.0.0.1', WEFT_TOKEN_SECRET: 'off' } })).toBeUndefined();
     const api = await fakeApi();
     a.admitter.create({ ttlMs: 3600_000, uses: 1 });
     const mirror = mirrorFor(api, a, clock);
