@@ -42,11 +42,18 @@ afterAll(async () => {
 
 const pod = (node: string) => lab.meta.pods.find((p) => p.node === node)!;
 
-/** Runs `weft verify` on node n1 while the n1 pod pings the n2 pod, so pod traffic crosses the underlay during the capture. */
+/** Runs `weft verify` on node n1 while the n1 pod keeps pinging the n2 pod, so pod traffic crosses the underlay during the capture. */
 async function verifyWhileTalking(extra: string[] = []): Promise<{ code: number; report: VerifyReport; stderr: string }> {
-  const run = lab.exec(n1, [NODE, MAIN, 'verify', '--seconds', '3', '--json', ...extra], { check: false, timeoutMs: 30_000 });
-  await new Promise((r) => setTimeout(r, 700));
-  await lab.exec(pod(n1).netns, ['ping', '-n', '-c', '4', '-i', '0.3', '-W', '1', pod(n2).ip], { check: false });
+  let done = false;
+  const run = lab.exec(n1, [NODE, MAIN, 'verify', '--seconds', '3', '--json', ...extra], { check: false, timeoutMs: 30_000 }).finally(() => {
+    done = true;
+  });
+  // Ping until verify returns: under load the CLI can take seconds to start its capture, and a fixed
+  // burst of pings may end before the capture begins.
+  while (!done) {
+    await lab.exec(pod(n1).netns, ['ping', '-n', '-c', '1', '-W', '1', pod(n2).ip], { check: false });
+    await new Promise((r) => setTimeout(r, 250));
+  }
   const r = await run;
   let report: VerifyReport;
   try {
