@@ -12,6 +12,12 @@ export interface BlockClaim {
   readonly cidr: string;
   /** When the node first claimed it, ms since the epoch. */
   readonly claimedAt: number;
+  /**
+   * Optional: `cidr` already parsed by the caller, who then guarantees that `cidr` is canonical
+   * text and this is its parse (the planner's memo of node records has both), so a resolution pass
+   * over thousands of claims does not parse and format them again. Not copied to the results.
+   */
+  readonly parsed?: Cidr;
 }
 
 /** A claim that lost to an older (or same-age, lower-named) overlapping claim. */
@@ -66,13 +72,19 @@ export function analyzeClaims(claims: Iterable<BlockClaim>): ClaimAnalysis {
     const reason = checkClaim(claim);
     if (reason) { invalid.push({ claim, reason }); continue; }
     let cidr: Cidr;
-    try {
-      cidr = parseCidr(claim.cidr);
-    } catch (err) {
-      invalid.push({ claim, reason: err instanceof CidrError ? err.message : 'unparsable CIDR' });
-      continue;
+    let key: string;
+    if (claim.parsed !== undefined) {
+      cidr = claim.parsed;
+      key = claim.cidr;
+    } else {
+      try {
+        cidr = parseCidr(claim.cidr);
+      } catch (err) {
+        invalid.push({ claim, reason: err instanceof CidrError ? err.message : 'unparsable CIDR' });
+        continue;
+      }
+      key = formatCidr(cidr);
     }
-    const key = formatCidr(cidr);
     const p: Parsed = { claim: { node: claim.node, cidr: key, claimedAt: claim.claimedAt }, cidr, key };
     const dedupe = `${claim.node}\u0000${key}`;
     const prev = byNodeCidr.get(dedupe);

@@ -208,7 +208,8 @@ function computeRecords(snapshot: MeshSnapshot, cluster: readonly Cidr[], limits
 
   // Claims: one per (node, CIDR). Every member computes the same winners from the same records.
   const claims: BlockClaim[] = [];
-  for (const c of candidates) for (const cidr of c.info.podCIDRs) claims.push({ node: c.info.name, cidr, claimedAt: c.info.claimedAt });
+  // podCIDRs are canonical and `cidrs` holds their parses, index for index (parseNodeInfo).
+  for (const c of candidates) c.info.podCIDRs.forEach((cidr, k) => claims.push({ node: c.info.name, cidr, claimedAt: c.info.claimedAt, parsed: c.cidrs[k] }));
   const analysis = analyzeClaims(claims);
   for (const l of analysis.lost) {
     reject(l.claim.node, NODE_ENTRY_KEY, `pod CIDR ${l.claim.cidr} lost to ${l.winner.node} (${l.winner.cidr})`);
@@ -226,8 +227,13 @@ function computeRecords(snapshot: MeshSnapshot, cluster: readonly Cidr[], limits
       reject(name, NODE_ENTRY_KEY, `WireGuard public key already used by ${owner}`);
       continue;
     }
-    const held = c.info.podCIDRs.filter((cidr) => analysis.winners.get(cidr)?.node === name);
-    const heldParsed = held.map((h) => tryParseCIDR(h)!);
+    const held: string[] = [];
+    const heldParsed: Cidr[] = [];
+    c.info.podCIDRs.forEach((cidr, k) => {
+      if (analysis.winners.get(cidr)?.node !== name) return;
+      held.push(cidr);
+      heldParsed.push(c.cidrs[k]!);
+    });
     const mesh = tryParseIP(c.info.meshIP)!;
     if (!heldParsed.some((h) => cidrHas(h, mesh.family, mesh.value))) {
       reject(name, NODE_ENTRY_KEY, `mesh IP ${c.info.meshIP} is not inside a pod CIDR the node holds`);

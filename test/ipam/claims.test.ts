@@ -138,6 +138,21 @@ describe('resolveClaims (properties)', () => {
     );
   });
 
+  it('claims handed in already parsed (canonical text + parse) resolve exactly as from text', () => {
+    fc.assert(
+      fc.property(fc.array(claimArb, { maxLength: 30 }), (claims) => {
+        const canon = claims.map((c) => ({ ...c, cidr: canonicalCidr(c.cidr) }));
+        const parsed = canon.map((c) => ({ ...c, parsed: parseCidr(c.cidr) }));
+        const a = analyzeClaims(canon);
+        const b = analyzeClaims(parsed);
+        expect([...b.winners]).toEqual([...a.winners]);
+        expect(b.lost).toEqual(a.lost);
+        // The parse stays with the caller's objects, not the results.
+        for (const w of b.winners.values()) expect('parsed' in w).toBe(false);
+      }),
+    );
+  });
+
   it('the oldest claim (lowest name on ties) always wins', () => {
     fc.assert(
       fc.property(fc.array(claimArb, { minLength: 1, maxLength: 30 }), (claims) => {
