@@ -18,7 +18,7 @@ import { ApiClient } from '../api/client.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/node-flags.ts';
 import type { AgentStatus } from '../agent/agent.ts';
 import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
-import { classifyCapture, parsePcap, type CaptureSummary } from './pcap.ts';
+import { classifyCapture, isWireGuardMessage, parsePcap, type CaptureSummary } from './pcap.ts';
 import { argvPort, cloud2Netns, CLOUD2, LAB_JOIN_PORT, upCloud2 } from './clouds.ts';
 
 /** The repository root (two levels above this file). */
@@ -172,6 +172,16 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
     }
     await sleep(intervalMs);
   }
+}
+
+/** An underlay capture's classification, plus the WireGuard datagrams seen on relay ports (traffic that went through a relay). */
+export type UnderlayCapture = CaptureSummary & { readonly relayed: number };
+
+/** The agent's `--relay-ports` range from its argv, or the agent's default (51900-51999). */
+export function relayPortRange(argv: readonly string[]): readonly [number, number] {
+  const i = argv.indexOf('--relay-ports');
+  const m = i >= 0 ? /^(\d{1,5})-(\d{1,5})$/.exec(argv[i + 1] ?? '') : null;
+  return m ? [Number(m[1]), Number(m[2])] : [51900, 51999];
 }
 
 /** One lab, by prefix. Create with `new Lab(...)`, then `up()` a new one or `open()` a running one. */
@@ -516,7 +526,7 @@ export class Lab {
    * with the returned function, which returns the summary. Every node's WireGuard and mesh port
    * counts (nodes behind one NAT have their own), and the join listener counts as sealed control.
    */
-  async captureUnderlay(label = 'capture', cloud: 1 | 2 = 1): Promise<{ stop: () => Promise<CaptureSummary> }> {
+  async captureUnderlay(label = 'capture', cloud: 1 | 2 = 1): Promise<{ stop: () => Promise<UnderlayCapture> }> {
     if (cloud === 2 && this.meta.clouds !== 2) throw new LabError(`lab ${this.prefix}: no cloud 2 (up with --clouds 2)`);
     const file = join(this.host.dir, `${label}.pcap`);
     const netns = cloud === 2 ? cloud2Netns(this.prefix) : this.underlayNetns;
@@ -531,9 +541,15 @@ export class Lab {
         const frames = parsePcap(new Uint8Array(await readFile(file)));
         const m = this.meta;
         const ports = (flag: string): number[] => m.nodes.flatMap((n) => argvPort(n.agentArgv, flag) ?? []);
-        const wgPorts = [...new Set([m.wgPort, ...ports('--wg-port')])];
+        // A relay forwards WireGuard datagrams on its relay ports: they count as WireGuard ports.
+        const relayRanges = m.nodes.map((n) => relayPortRange(n.agentArgv));
+        const onRelay = (p: number | undefined) => p !== undefined && relayRanges.some(([lo, hi]) => p >= lo && p <= hi);
+        const relayPorts = [...new Set(relayRanges.flatMap(([lo, hi]) => Array.from({ length: hi - lo + 1 }, (_, i) => lo + i)))];
+        const wgPorts = [...new Set([m.wgPort, ...ports('--wg-port'), ...relayPorts])];
         const controlPorts = [...new Set([...ports('--mesh-port'), ...(m.clouds === 2 ? [LAB_JOIN_PORT] : [])])].filter((p) => p !== m.meshPort);
-        return classifyCapture(frames, { wgPorts, meshPort: m.meshPort, controlPorts, podCIDRs: [m.clusterCIDR] });
+        const summary = classifyCapture(frames, { wgPorts, meshPort: m.meshPort, controlPorts, podCIDRs: [m.clusterCIDR] });
+        const relayed = frames.filter((f) => f.proto === 17 && (onRelay(f.sport) || onRelay(f.dport)) && f.payload && isWireGuardMessage(f.payload, f.payloadLength)).length;
+        return { ...summary, relayed };
       },
     };
   }

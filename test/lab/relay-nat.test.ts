@@ -18,9 +18,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
-import { argvPort, isolateCloud2Nodes, LAB_JOIN_PORT } from '../../src/lab/clouds.ts';
+import { argvPort, isolateCloud2Nodes } from '../../src/lab/clouds.ts';
 import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
-import { classifyCapture, isWireGuardMessage, parsePcap, type CaptureSummary } from '../../src/lab/pcap.ts';
 import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus, PeerStatus } from '../../src/agent/agent.ts';
 
@@ -28,9 +27,6 @@ const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const NODE = process.execPath;
 const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'wg', 'nft', 'tcpdump'], wireguard: true, prefix: 'wrl' });
 const log = (msg: string): void => void process.stderr.write(`[relay-nat] ${msg}\n`);
-
-/** The agents' relay port range (the default). */
-const RELAY_PORTS = [51900, 51999] as const;
 
 let lab: Lab;
 let c1: string[] = [];
@@ -73,33 +69,6 @@ async function dumpPeers(): Promise<void> {
     const st = await lab.client(n).get<AgentStatus>('/v1/status').catch(() => undefined);
     log(`${n}: ${st?.peers.map(row).join(' | ') ?? 'no status'}`);
   }
-}
-
-/**
- * Captures cloud 1's underlay (br0) and classifies it like `Lab.captureUnderlay`, with the relay
- * port range counted as WireGuard ports (the relay forwards WireGuard datagrams on them). Also
- * counts WireGuard-shaped datagrams on relay ports, the evidence that traffic went through a relay.
- */
-async function captureCloud1(label: string): Promise<{ stop: () => Promise<CaptureSummary & { relayed: number }> }> {
-  const file = join(lab.host.dir, `${label}.pcap`);
-  await lab.host.spawn({ netns: lab.underlayNetns }, ['tcpdump', '-i', 'br0', '-n', '-U', '-s', '256', '-Z', 'root', '-w', file], { logFile: join(lab.host.dir, `${label}.log`), label });
-  await waitFor('tcpdump to start', 5000, async () => ((await readFile(file).catch(() => undefined)) ? true : undefined), 50);
-  return {
-    stop: async () => {
-      await new Promise((r) => setTimeout(r, 300));
-      await lab.host.stopProcesses(label, 'term');
-      const frames = parsePcap(new Uint8Array(await readFile(file)));
-      const m = lab.meta;
-      const ports = (flag: string): number[] => m.nodes.flatMap((n) => argvPort(n.agentArgv, flag) ?? []);
-      const relayPorts = Array.from({ length: RELAY_PORTS[1] - RELAY_PORTS[0] + 1 }, (_, i) => RELAY_PORTS[0] + i);
-      const wgPorts = [...new Set([m.wgPort, ...ports('--wg-port'), ...relayPorts])];
-      const controlPorts = [...new Set([...ports('--mesh-port'), LAB_JOIN_PORT])].filter((p) => p !== m.meshPort);
-      const summary = classifyCapture(frames, { wgPorts, meshPort: m.meshPort, controlPorts, podCIDRs: [m.clusterCIDR] });
-      const onRelay = (p?: number) => p !== undefined && p >= RELAY_PORTS[0] && p <= RELAY_PORTS[1];
-      const relayed = frames.filter((f) => f.proto === 17 && (onRelay(f.sport) || onRelay(f.dport)) && f.payload && isWireGuardMessage(f.payload, f.payloadLength)).length;
-      return { ...summary, relayed };
-    },
-  };
 }
 
 describe.skipIf(skip)(`relaying between two cloud-2 nodes that cannot reach each other${WHY}`, () => {
@@ -162,7 +131,7 @@ describe.skipIf(skip)(`relaying between two cloud-2 nodes that cannot reach each
     expect(fresh.relay).toBe(relay);
 
     // Traffic A <-> B with cloud 1's underlay captured: WireGuard on the relay's ports, nothing else.
-    const cap = await captureCloud1('relay-c1');
+    const cap = await lab.captureUnderlay('relay-c1');
     expect(await ping(a, b, 5)).toBe(true);
     expect(await ping(b, a, 5)).toBe(true);
     const s = await cap.stop();
