@@ -2,7 +2,11 @@
  * A small client for the agent's local API over its unix socket, used by the CLI. Bounded
  * response size and a timeout on every request.
  */
-import { request } from 'node:http';
+import { createRequire } from 'node:module';
+
+// node:http through require, not an ESM import: importing it evaluates its lazy exports (WebSocket
+// and friends) and so loads Node's bundled undici, ~9 MB of resident memory (see src/api/server.ts).
+const { request } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** The agent answered with a non-2xx status; carries its JSON error `{code,msg,details}`. */
 export class ApiClientError extends Error {

@@ -5,8 +5,13 @@
  */
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+
+// node:http through require, not an ESM import: importing it evaluates its lazy exports (WebSocket
+// and friends) and so loads Node's bundled undici, ~9 MB of resident memory in every agent.
+const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** A parsed request as a route handler sees it. */
 export interface ApiRequest {
