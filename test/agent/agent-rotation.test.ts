@@ -13,13 +13,13 @@ import { Agent } from '../../src/agent/agent.ts';
 import { FileBlockStore } from '../../src/agent/block-store.ts';
 import { datapathFrom } from '../../src/agent/components.ts';
 import { makePlanFn } from '../../src/agent/plan.ts';
-import type { DatapathPort, DatapathStats } from '../../src/agent/ports.ts';
+import type { DatapathPort } from '../../src/agent/ports.ts';
 import { parseConfig } from '../../src/config.ts';
-import type { DesiredState } from '../../src/model.ts';
 import { FakeRtNetlink, linkFakes } from '../../src/datapath/rtnetlink-fake.ts';
 import { FakeWireGuardBackend } from '../../src/wireguard/fake.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
 import { FakeMeshNet } from './fake-mesh.ts';
+import { LastDatapath, noopHostNet } from './fake-ports.ts';
 
 let dir: string | undefined;
 const agents: Agent[] = [];
@@ -27,18 +27,6 @@ afterEach(async () => {
   await Promise.all(agents.splice(0).map((a) => a.stop()));
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
-class LastDatapath implements DatapathPort {
-  last: DesiredState | undefined;
-  async apply(d: DesiredState): Promise<void> {
-    this.last = d;
-  }
-  stats(): DatapathStats {
-    return { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0 };
-  }
-  async stop(): Promise<void> {}
-  async uninstall(): Promise<void> {}
-}
 
 function sink(): { logger: pino.Logger; lines: () => Record<string, unknown>[] } {
   let buf = '';
@@ -70,7 +58,7 @@ describe('Agent.rotateKey', () => {
       const a = new Agent({
         config, logger, clock: Date.now, random: Math.random, mesh: net.member(name), wgPublicKey: publicKey, wgKeyCreatedAt: 1000, backendKind: 'fake',
         endpoints: [`192.0.2.${10 + i}:51820`], plan: makePlanFn(config, { mtu: 1500, families: [4] }), datapath: dp, blockStore: new FileBlockStore(join(dir!, name)),
-        hostNet: { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} }, initialSyncMs: 5, readDevice: name === 'a' ? () => fake.getDevice('weft0') : undefined,
+        hostNet: noopHostNet, initialSyncMs: 5, readDevice: name === 'a' ? () => fake.getDevice('weft0') : undefined,
       });
       agents.push(a);
       return a;
@@ -108,7 +96,7 @@ describe('Agent.rotateKey', () => {
     const c = new Agent({
       config, logger: pino({ level: 'silent' }), clock: Date.now, random: Math.random, mesh: net.member('c'), wgPublicKey: pub, backendKind: 'fake',
       endpoints: ['192.0.2.30:51820'], plan: makePlanFn(config, { mtu: 1500, families: [4] }), datapath: new LastDatapath(), blockStore: new FileBlockStore(join(dir, 'c')),
-      hostNet: { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} }, initialSyncMs: 5,
+      hostNet: noopHostNet, initialSyncMs: 5,
     });
     agents.push(c);
     await c.start();

@@ -10,16 +10,14 @@ import { SIM_PORT, simAddr, simIdentity } from '../../mesh/testing/sim-cluster.t
 import { Agent, type Timers } from '../../src/agent/agent.ts';
 import { datapathFrom } from '../../src/agent/components.ts';
 import { makePlanFn } from '../../src/agent/plan.ts';
-import type { HostNetPort } from '../../src/agent/ports.ts';
 import { MemoryBlockStore } from '../../src/agent/block-store.ts';
 import { parseConfig } from '../../src/config.ts';
 import { FakeRtNetlink, linkFakes } from '../../src/datapath/rtnetlink-fake.ts';
 import { FakeWireGuardBackend } from '../../src/wireguard/fake.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
+import { noopHostNet } from './fake-ports.ts';
 
 const logger = pino({ level: 'silent' });
-
-const hostNet: HostNetPort = { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} };
 
 /** The agent's timer interface on the simulator's virtual clock. */
 function simTimers(net: SimNetwork): Timers {
@@ -82,7 +80,7 @@ function simNode(net: SimNetwork, i: number, meshKey: Uint8Array): SimNode {
     plan: makePlanFn(config, { mtu: 1500, families: [4] }),
     datapath: datapathFrom(linkFakes(fake, rt), rt, { ifname: 'weft0', resyncMs: 0 }, logger, kp.privateKey),
     blockStore: new MemoryBlockStore(),
-    hostNet,
+    hostNet: noopHostNet,
     initialSyncMs: 500,
   });
   agents.push(agent);

@@ -8,41 +8,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MeshSnapshot } from '../../mesh/api.ts';
 import { Agent } from '../../src/agent/agent.ts';
 import { MemoryBlockStore } from '../../src/agent/block-store.ts';
 import { makePlanFn } from '../../src/agent/plan.ts';
-import type { DatapathPort, HostNetPort } from '../../src/agent/ports.ts';
 import { parseConfig } from '../../src/config.ts';
-import type { DesiredState, NodeInfo } from '../../src/model.ts';
+import type { NodeInfo } from '../../src/model.ts';
 import type { ProbeSender } from '../../src/relay/prober.ts';
 import type { WgDevice } from '../../src/wireguard/backend.ts';
 import { generateKeyPair } from '../../src/wireguard/keys.ts';
 import { FakeMesh, FakeMeshNet } from '../agent/fake-mesh.ts';
+import { LastDatapath, NattedMesh, noopHostNet } from '../agent/fake-ports.ts';
 
 const logger = pino({ level: 'silent' });
-
-class NattedMesh extends FakeMesh {
-  observed: { addr: string; port: number } | undefined;
-  override snapshot(): MeshSnapshot {
-    const s = super.snapshot();
-    return this.observed ? { ...s, observedSelf: this.observed } : s;
-  }
-}
-
-class LastDatapath implements DatapathPort {
-  last: DesiredState | undefined;
-  async apply(d: DesiredState): Promise<void> {
-    this.last = d;
-  }
-  stats() {
-    return { reconciles: 0, errors: 0, writes: 0, lastDurationMs: 0 };
-  }
-  async stop(): Promise<void> {}
-  async uninstall(): Promise<void> {}
-}
-
-const hostNet: HostNetPort = { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} };
 
 let dir: string;
 let net: FakeMeshNet;
@@ -63,7 +40,7 @@ function node(name: string, i: number, mesh: FakeMesh, extra: { sender?: ProbeSe
   const agent = new Agent({
     config, logger, clock: Date.now, random: Math.random, mesh, wgPublicKey: generateKeyPair().publicKey, backendKind: 'fake',
     endpoints: [`192.0.2.${10 + i}:51820`], plan: makePlanFn(config, { mtu: 1500, families: [4] }), datapath: dp,
-    blockStore: new MemoryBlockStore(), hostNet, initialSyncMs: 5,
+    blockStore: new MemoryBlockStore(), hostNet: noopHostNet, initialSyncMs: 5,
     ...(extra.device ? { readDevice: extra.device } : {}),
     ...(extra.sender ? { prober: { sender: extra.sender, intervalMs: 60_000 } } : {}),
   });
