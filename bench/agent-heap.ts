@@ -5,7 +5,12 @@
  * or a peer simulator's. Prints one JSON object: heap used (after GC) for the mesh input alone,
  * after the agent has converged on it, and after further resyncs (growth per change).
  *
- * Usage: node --expose-gc bench/agent-heap.ts [--peers 1000] [--resyncs 20]
+ * Usage: node --expose-gc [agent flags, e.g. the AGENT_NODE_FLAGS of src/agent/node-flags.ts]
+ *        bench/agent-heap.ts [--peers 1000] [--resyncs 20]
+ * Env: AGENT_HEAP_NO_SCRAPE=1 skips the status + metrics scrape after each resync (a real agent is
+ * scraped every 15-60 s, not per pass); AGENT_HEAP_SMAPS=1 prints RSS by mapping; AGENT_HEAP_SPACES=1
+ * prints V8 heap spaces. The JSON has RSS, heapUsed/heapTotal, new_space, external, arrayBuffers and
+ * /proc/self/smaps_rollup's anonymous and file-backed parts at the end.
  */
 import { parseArgs } from 'node:util';
 import { getHeapSpaceStatistics } from 'node:v8';
@@ -138,11 +143,18 @@ async function main(): Promise<void> {
   }
   if (process.env.AGENT_HEAP_SPACES) for (const sp of getHeapSpaceStatistics()) console.error(sp.space_name, (sp.space_size / 1048576).toFixed(1), (sp.space_used_size / 1048576).toFixed(1));
   const r = (x: number) => +x.toFixed(2);
+  const { readFileSync } = await import('node:fs');
+  const rollup = readFileSync('/proc/self/smaps_rollup', 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN);
+  const mem = process.memoryUsage();
+  const newSpace = getHeapSpaceStatistics().find((sp) => sp.space_name === 'new_space');
   console.log(JSON.stringify({
     peers, device_peers: device, heap_base_mb: base, mesh_input_mb: r(withMesh - base), agent_mb: r(converged - withMesh),
     agent_kb_per_peer: r(((converged - withMesh) * 1024) / Math.max(1, n)), growth_after_resyncs_mb: r(afterResyncs - converged), resyncs,
     rss_mb: r(process.memoryUsage().rss / 1048576), rss_before_agent_mb: rssBefore, rss_converged_mb: rssConverged,
-    heap_total_mb: r(process.memoryUsage().heapTotal / 1048576), external_mb: r(process.memoryUsage().external / 1048576),
+    heap_total_mb: r(mem.heapTotal / 1048576), heap_used_mb: r(mem.heapUsed / 1048576), new_space_mb: r((newSpace?.space_size ?? 0) / 1048576),
+    external_mb: r(mem.external / 1048576), array_buffers_mb: r(mem.arrayBuffers / 1048576),
+    anonymous_mb: r(kb('Anonymous') / 1024), file_mb: r((kb('Rss') - kb('Anonymous')) / 1024), exec_argv: process.execArgv.join(' '),
   }));
 }
 
