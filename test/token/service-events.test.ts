@@ -21,15 +21,21 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 
+/** A seed's state dir, identity, fake mesh member and local API socket, all removed after the test. */
+async function seedA() {
+  const dir = await mkdtemp(join(tmpdir(), 'wtk2-events-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const identity = generateIdentity();
+  const mesh = new FakeMember('seed-a', Buffer.from(identity.publicKey).toString('base64'), Date.now);
+  const api = new ApiServer({ logger: pino({ level: 'silent' }) });
+  await api.listenUnix(join(dir, 'weft.sock'));
+  cleanups.push(() => api.close());
+  return { dir, identity, mesh, api };
+}
+
 describe('token service change events', () => {
   it('fire on create, revoke and an admitted join, not on refusals', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'wtk2-events-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const identity = generateIdentity();
-    const mesh = new FakeMember('seed-a', Buffer.from(identity.publicKey).toString('base64'), Date.now);
-    const api = new ApiServer({ logger: pino({ level: 'silent' }) });
-    await api.listenUnix(join(dir, 'weft.sock'));
-    cleanups.push(() => api.close());
+    const { dir, identity, mesh, api } = await seedA();
     const svc = await startTokenService({ name: 'seed-a', mesh: mesh as unknown as MeshHandle, identitySeed: identity.seed, meshKey: new Uint8Array(32).fill(4), api, logger: pino({ level: 'silent' }), listenAddr: '127.0.0.1', joinPort: 0, confirmWindowMs: 0 });
     cleanups.push(() => svc.close());
     // joinPort 0 = no listener in the service; the events of an admitted join come from a listener, tested below.
@@ -47,13 +53,7 @@ describe('token service change events', () => {
   });
 
   it('a join admitted by the listener fires "redeemed"; a refused one does not', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'wtk2-events-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const identity = generateIdentity();
-    const mesh = new FakeMember('seed-a', Buffer.from(identity.publicKey).toString('base64'), Date.now);
-    const api = new ApiServer({ logger: pino({ level: 'silent' }) });
-    await api.listenUnix(join(dir, 'weft.sock'));
-    cleanups.push(() => api.close());
+    const { dir, identity, mesh, api } = await seedA();
     // A real listener on an ephemeral loopback port: find a free one first (the service binds the given port).
     const { createServer } = await import('node:net');
     const probe = createServer();
