@@ -108,6 +108,12 @@ export interface DatapathOptions {
   readonly udpRate: string;
   /** WireGuard backend for the encrypted modes: userspace (wireguard-go) here, kernel where the module exists. */
   readonly backend: 'kernel' | 'userspace';
+  /**
+   * How the hand-made modes attach a pod to its node: a routed veth (default; the gateway address
+   * on the veth) or, for attributing weft's overhead, a bridge carrying the gateway as weft's
+   * `weftbr0` does. Not a CLI option; `bench/README.md` records what it showed.
+   */
+  readonly manualPodAttach?: 'veth' | 'bridge';
   readonly prefixBase?: string;
   readonly runner?: Runner;
   readonly nodeBin?: string;
@@ -238,7 +244,7 @@ class Built {
       return weftTopology(this.#lab, this.#opts.backend);
     }
     this.#host = new LabHost({ prefix: this.#prefix, runner: this.#opts.runner, warn: this.#progress });
-    return manualTopology(this.#host, mode, this.#opts.backend, wgMtu);
+    return manualTopology(this.#host, mode, this.#opts.backend, wgMtu, this.#opts.manualPodAttach ?? 'veth');
   }
 
   async down(): Promise<void> {
@@ -334,7 +340,7 @@ async function weftTopology(lab: Lab, backend: 'kernel' | 'userspace'): Promise<
  * own /run/wireguard), a pod per node on a veth whose node side is the gateway 10.244.i.1/24.
  * Interface MTUs come from {@link manualMtu}; `wgMtu` sets the WireGuard interface's (weft0's).
  */
-async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backend: 'kernel' | 'userspace', wgMtu?: number): Promise<Topology> {
+async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backend: 'kernel' | 'userspace', wgMtu: number | undefined, attach: 'veth' | 'bridge'): Promise<Topology> {
   await host.init();
   const ul = `${host.prefix}-ul`;
   const subnet = underlaySubnet(host.prefix);
@@ -354,7 +360,15 @@ async function manualTopology(host: LabHost, mode: Exclude<Mode, 'weft'>, backen
     const pod = `${name}-p1`;
     await host.addNetns(pod);
     await host.addVeth({ name: 'pod0', netns: name }, { name: 'eth0', netns: pod });
-    await host.addAddress(name, 'pod0', `10.244.${i}.1/24`);
+    if (attach === 'bridge') {
+      await host.exec(node, ['ip', 'link', 'add', 'podbr0', 'mtu', String(mtu), 'type', 'bridge']);
+      await host.exec(node, ['ip', 'link', 'set', 'pod0', 'master', 'podbr0']);
+      await host.exec(node, ['ip', 'link', 'set', 'pod0', 'up']);
+      await host.exec(node, ['ip', 'link', 'set', 'podbr0', 'up']);
+      await host.addAddress(name, 'podbr0', `10.244.${i}.1/24`);
+    } else {
+      await host.addAddress(name, 'pod0', `10.244.${i}.1/24`);
+    }
     await host.addAddress(pod, 'eth0', `10.244.${i}.2/24`);
     // The pod's MTU is the tunnel's, as a CNI sets it (no fragmentation, no PMTU games).
     await host.exec({ netns: pod }, ['ip', 'link', 'set', 'eth0', 'mtu', String(mtu)]);
