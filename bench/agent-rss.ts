@@ -5,7 +5,7 @@
  * Prints one JSON object (see measureAgentRss in bench/suite/agent-rss.ts).
  *
  * Usage: node bench/agent-rss.ts [--peers 1000] [--backend userspace|kernel]
- *        [--node-flags "--max-semi-space-size=1 ..."] [--script path/to/weft.mjs|src/main.ts]
+ *        [--node-flags="--max-semi-space-size=1 ..."] [--script path/to/weft.mjs|src/main.ts]
  */
 import { parseArgs } from 'node:util';
 import { measureAgentRss } from './suite/agent-rss.ts';
@@ -15,7 +15,7 @@ const { values } = parseArgs({
 });
 const peers = Number(values.peers);
 if (!Number.isInteger(peers) || peers < 1 || peers > 2048 || (values.backend !== 'userspace' && values.backend !== 'kernel')) {
-  process.stderr.write('usage: agent-rss.ts [--peers 1..2048] [--backend userspace|kernel] [--node-flags "..."] [--script PATH]\n');
+  process.stderr.write('usage: agent-rss.ts [--peers 1..2048] [--backend userspace|kernel] [--node-flags="..."] [--script PATH]\n');
   process.exit(2);
 }
 const t0 = performance.now();
