@@ -38,6 +38,16 @@ export function parseVmStatus(text: string): { rss_mb: number; hwm_mb: number; a
   return out;
 }
 
+/** User + system CPU seconds of a process from its /proc/<pid>/stat text (clock ticks at 100 Hz). Pure. */
+export function parseProcCpuSeconds(stat: string): number {
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after the last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error('proc stat: no utime/stime');
+  return (utime + stime) / 100;
+}
+
 /** Options of {@link measureAgentRss}. */
 export interface RssOptions {
   readonly peers: number;
@@ -123,10 +133,12 @@ export async function measureAgentRss(opts: RssOptions): Promise<Record<string, 
     }
     const convergeMs = Math.round(performance.now() - t0);
     // Let a resync and a push/pull round pass with the full peer set before reading.
+    const cpuConverged = parseProcCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'));
     await new Promise((r) => setTimeout(r, 10_000));
+    const cpuAfter = parseProcCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'));
     const status = await c.get<AgentStatus>('/v1/status');
     const full = parseVmStatus(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, anon_mb: full.anon_mb, file_mb: full.file_mb, idle_rss_mb: idle.rss_mb, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs, agent_entry: shipped.entry, node_flags: flags.join(' ') };
+    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, anon_mb: full.anon_mb, file_mb: full.file_mb, idle_rss_mb: idle.rss_mb, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs, cpu_s_to_converge: cpuConverged, cpu_s_steady_10s: Math.round((cpuAfter - cpuConverged) * 100) / 100, agent_entry: shipped.entry, node_flags: flags.join(' ') };
   } finally {
     await lab.down().catch((e: unknown) => progress(`bench: removing the RSS lab: ${(e as Error).message}`));
     await shipped.cleanup().catch(() => {});

@@ -10,7 +10,7 @@ import { compareReports, flatten, renderComparison } from '../../bench/suite/com
 import { chartSpec, ratioToPlain, renderChart, renderMarkdown, weftOverManual, type BenchReport } from '../../bench/suite/report.ts';
 import { controlJobs, lastJsonObject } from '../../bench/suite/control.ts';
 import { syntheticBlock, syntheticNodeInfo } from '../../bench/suite/peer-feeder.ts';
-import { parseVmStatus } from '../../bench/suite/agent-rss.ts';
+import { parseProcCpuSeconds, parseVmStatus } from '../../bench/suite/agent-rss.ts';
 import { timestampDir } from '../../bench/suite/run.ts';
 
 const fixture = (name: string): string => readFileSync(join(import.meta.dirname, 'fixtures', name), 'utf8');
@@ -293,6 +293,10 @@ describe('control plane and helpers', () => {
   it('reads VmRSS/VmHWM', () => {
     expect(parseVmStatus('Name:\tnode\nVmHWM:\t  81920 kB\nVmRSS:\t   61440 kB\n')).toEqual({ rss_mb: 60, hwm_mb: 80 });
     expect(() => parseVmStatus('Name: x\n')).toThrow(/VmRSS|VmHWM/);
+    expect(parseVmStatus('VmHWM:\t 2048 kB\nVmRSS:\t 1024 kB\nRssAnon:\t 512 kB\nRssFile:\t 512 kB\n')).toEqual({ rss_mb: 1, hwm_mb: 2, anon_mb: 0.5, file_mb: 0.5 });
+    // utime 250 + stime 50 ticks; the command name holds a space and a parenthesis.
+    expect(parseProcCpuSeconds('4242 (node a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1 2 3')).toBe(3);
+    expect(() => parseProcCpuSeconds('1 (x) S')).toThrow(/utime/);
   });
   it('timestamps are directory names', () => {
     expect(timestampDir(new Date('2026-11-23T13:05:09.123Z'))).toBe('2026-11-23T13-05-09Z');
