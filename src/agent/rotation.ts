@@ -74,10 +74,14 @@ export class KeyRotator {
     this.#timer.unref();
   }
 
-  /** Stops the schedule. */
-  stop(): void {
+  /**
+   * Stops the schedule and waits for a rotation already running, so no key is applied to an agent
+   * that is shutting down after this resolves. Never rejects (the rotation's own caller sees its error).
+   */
+  async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    await this.#running?.catch(() => {});
   }
 
   /** Rotates now; resolves with the new public key. Rejects with {@link KeyRotationError}. */

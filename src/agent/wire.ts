@@ -274,7 +274,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
       api,
       async stop() {
         rejections.stop();
-        rotator.stop();
+        await rotator.stop();
         await rejections.flush();
         await kubeCleanup?.();
         await tokens.close();

@@ -62,7 +62,7 @@ describe('KeyRotator', () => {
     fail = true;
     await expect(r.rotate('api')).rejects.toThrow(/new key written but not applied.*device gone/);
     r.start(); // everyMs 0: no timer
-    r.stop();
+    await r.stop();
   });
 });
 
@@ -98,7 +98,7 @@ describe('KeyRotator schedule and --key-rotation', () => {
     for (const deadline = Date.now() + 10_000; triggers.length < 2 && Date.now() < deadline; ) {
       await new Promise((res) => setTimeout(res, 20));
     }
-    r.stop();
+    await r.stop();
     const n = triggers.length;
     expect(n).toBeGreaterThanOrEqual(2);
     expect(new Set(triggers)).toEqual(new Set(['schedule']));
