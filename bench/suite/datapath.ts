@@ -114,6 +114,11 @@ export interface DatapathOptions {
    * `weftbr0` does. Not a CLI option; `bench/README.md` records what it showed.
    */
   readonly manualPodAttach?: 'veth' | 'bridge';
+  /**
+   * When weft's agents are paused in a paired run: during the manual side's runs (default), never,
+   * or, for attributing weft's overhead, during weft's runs as well (the datapath alone). Not a CLI option.
+   */
+  readonly pauseAgents?: 'manual-runs' | 'never' | 'all-runs';
   readonly prefixBase?: string;
   readonly runner?: Runner;
   readonly nodeBin?: string;
@@ -123,6 +128,8 @@ export interface DatapathOptions {
 const HERE = dirname(fileURLToPath(import.meta.url));
 const IPERF_PORT = 5201;
 const RR_PORT = 7070;
+/** Pause after continuing weft's agents before weft's next measured run. */
+const RESUME_SETTLE_MS = 1500;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What a built topology offers the traffic runner. */
@@ -630,7 +637,8 @@ function signalAll(runner: Runner, pids: readonly number[], signal: NodeJS.Signa
  * weft and wireguard-manual, paired: per repeat, each throughput run on one side directly followed
  * by the same run on the other (weft first in odd repeats, manual first in even ones, so a trend
  * within a pair does not favour one side), then request/response on both. weft's agents are
- * stopped (SIGSTOP) while the manual side runs and continued (SIGCONT) right after, also on failure.
+ * stopped (SIGSTOP) while the manual side runs and continued (SIGCONT) right after, also on failure,
+ * with {@link RESUME_SETTLE_MS} for their catch-up before weft is measured again.
  */
 async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOptions): Promise<{ weft: ModeResult; manual: ModeResult; summary: WeftVsManual }> {
   const nodeBin = opts.nodeBin ?? process.execPath;
@@ -639,13 +647,17 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
   await prepareTraffic('weft', weft, nodeBin);
   await prepareTraffic('wireguard-manual', manual, nodeBin);
   const sides = { weft: { topo: weft, rows: [] as RepeatFigures[], errors: [] as string[] }, manual: { topo: manual, rows: [] as RepeatFigures[], errors: [] as string[] } };
+  const agentPids = (): number[] => weft.controlPids?.() ?? [];
   const paused = async <T>(fn: () => Promise<T>): Promise<T> => {
-    const pids = weft.controlPids?.() ?? [];
+    const pids = opts.pauseAgents === 'never' ? [] : agentPids();
     signalAll(runner, pids, 'SIGSTOP');
     try {
       return await fn();
     } finally {
       signalAll(runner, pids, 'SIGCONT');
+      // Resumed agents catch up on overdue timers (probes, gossip, resync): let that pass outside
+      // weft's next measured run.
+      if (pids.length > 0) await sleep(RESUME_SETTLE_MS);
     }
   };
   for (let r = 0; r < opts.repeat; r++) {
@@ -658,14 +670,14 @@ async function measurePaired(weft: Topology, manual: Topology, opts: DatapathOpt
       for (const side of order) {
         const s = sides[side];
         const run = () => runKind(s.topo, kind, opts, ncpu, baseline, rows[side], tallies[side], s.errors, label);
-        await (side === 'manual' ? paused(run) : run());
+        await (side === 'manual' || opts.pauseAgents === 'all-runs' ? paused(run) : run());
       }
     }
     for (const side of order) {
       const s = sides[side];
       finishCpu(rows[side], tallies[side]);
       const run = () => runRr(s.topo, opts, nodeBin, rows[side], s.errors, label);
-      await (side === 'manual' ? paused(run) : run());
+      await (side === 'manual' || opts.pauseAgents === 'all-runs' ? paused(run) : run());
       s.rows.push(rows[side]);
     }
     const ratio = (f: (typeof PAIRED_FIGURES)[number] | 'wg_cpu_per_gbps'): string => fmt(rows.weft[f] / rows.manual[f]);
