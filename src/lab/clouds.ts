@@ -14,6 +14,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Lab, LabNode } from './lab.ts';
+import { AGENT_ENV } from '../agent/node-flags.ts';
 
 /** Fixed addressing of cloud 2 (a documentation range; it only exists inside the lab's namespaces). */
 export const CLOUD2 = Object.freeze({ subnet: '192.0.2.0/24', gateway: '192.0.2.1', bridge: 'br1', nftTable: 'weftlabnat' });
@@ -131,7 +132,7 @@ export async function spawnJoin(lab: Lab, name: string, token: string, argv: rea
   const i = argv.indexOf('agent');
   if (i < 0) throw new RangeError(`lab: the agent argv of ${name} has no "agent" command`);
   const h = lab.host.node(name);
-  return lab.host.spawn(h, [...argv.slice(0, i), 'join', token, ...argv.slice(i + 1)], { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}` });
+  return lab.host.spawn(h, [...argv.slice(0, i), 'join', token, ...argv.slice(i + 1)], { logFile: join(h.logDir, 'agent.log'), label: `agent:${name}`, env: AGENT_ENV });
 }
 
 /** Starts node `name`'s agent as `weft join <token> <its agent flags>` and waits until it is ready. */
