@@ -9,13 +9,21 @@
  * 2 minutes) and is left alone.
  *
  * Failure: a direct link has failed when its current direct endpoint has been configured for at
- * least `relayAfterMs` AND the link has needed a handshake (none, or one older than
- * {@link PROBE_AFTER_S}) for at least `relayAfterMs` without getting one: WireGuard has been trying
- * (the prober keeps it trying) for that long without an answer.
+ * least `relayAfterMs` AND the link has needed a handshake (none, one older than
+ * {@link PROBE_AFTER_S}, or a stalled session) for at least `relayAfterMs` without getting one:
+ * WireGuard has been trying (the prober keeps it trying) for that long without an answer.
+ *
+ * Stalled: a link that worked and then broke still shows a fresh handshake for up to 3 minutes. A
+ * healthy peer always answers traffic within seconds (WireGuard sends a keepalive 10 s after
+ * receiving data it has no reply for), so when this node's transmit counter grows and its receive
+ * counter does not for {@link STALL_AFTER_MS}, the session is treated as needing a handshake.
  */
 
 /** A handshake older than this (seconds) makes the prober poke the peer. WireGuard re-keys a busy session after 120 s. */
 export const PROBE_AFTER_S = 150;
+
+/** Sent without receiving anything back for this long (ms), a session counts as stalled (see the file comment). */
+export const STALL_AFTER_MS = 20_000;
 
 /** Default time a direct link must fail before a relay is asked for it. */
 export const DEFAULT_RELAY_AFTER_MS = 30_000;
@@ -40,6 +48,19 @@ export interface LinkMemo {
   readonly endpointSince: number;
   /** When (ms) the link was first seen needing a handshake; undefined while it has a fresh one. */
   readonly needSince: number | undefined;
+  /** When (ms) this memo was taken. */
+  readonly at: number;
+  /** Byte counters at that time, when the caller passed them. */
+  readonly rx?: number;
+  readonly tx?: number;
+  /** Since when (ms) bytes were sent with nothing received; undefined while the peer answers. */
+  readonly unansweredSince?: number;
+}
+
+/** A peer's WireGuard byte counters, as read from the device. */
+export interface LinkCounters {
+  readonly rx: number;
+  readonly tx: number;
 }
 
 /** The assessment's memory: carry it from one call to the next. */
@@ -55,9 +76,22 @@ export interface LinkAssessment {
 }
 
 /**
+ * Since when a peer has been sent bytes without answering, from its counters now and in the
+ * previous memo: cleared when it received anything (or its counters restarted: a re-created peer),
+ * started at the previous assessment when only the transmit counter grew, carried over otherwise.
+ */
+function unansweredSince(prev: LinkMemo | undefined, c: LinkCounters | undefined): number | undefined {
+  if (!prev || !c || prev.rx === undefined || prev.tx === undefined) return undefined;
+  if (c.rx !== prev.rx || c.tx < prev.tx) return undefined;
+  if (c.tx > prev.tx) return prev.unansweredSince ?? prev.at;
+  return prev.unansweredSince;
+}
+
+/**
  * Assesses every planned peer. `handshakes` maps public key -> last handshake (seconds since the
  * epoch, 0 = never), as read from the device; a planned peer the device does not have yet counts as
- * never handshaken. `now` is ms since the epoch. Peers no longer planned are forgotten.
+ * never handshaken. `counters` (public key -> byte counters, optional) lets a broken session with a
+ * recent handshake be noticed (stalled). `now` is ms since the epoch. Peers no longer planned are forgotten.
  */
 export function assessLinks(
   targets: readonly LinkTarget[],
@@ -65,6 +99,7 @@ export function assessLinks(
   now: number,
   memory: LinkMemory,
   opts: { readonly relayAfterMs: number },
+  counters?: ReadonlyMap<string, LinkCounters>,
 ): LinkAssessment {
   const next = new Map<string, LinkMemo>();
   const probe: LinkTarget[] = [];
@@ -73,10 +108,13 @@ export function assessLinks(
     if (next.has(t.publicKey)) continue;
     const prev = memory.get(t.publicKey);
     const hs = handshakes.get(t.publicKey) ?? 0;
-    const needs = !(hs > 0 && now - hs * 1000 <= PROBE_AFTER_S * 1000);
+    const c = counters?.get(t.publicKey);
+    const unanswered = unansweredSince(prev, c);
+    const stalled = unanswered !== undefined && now - unanswered >= STALL_AFTER_MS;
+    const needs = stalled || !(hs > 0 && now - hs * 1000 <= PROBE_AFTER_S * 1000);
     const endpointSince = prev && prev.endpoint === t.endpoint ? prev.endpointSince : now;
     const needSince = needs ? (prev?.needSince ?? now) : undefined;
-    next.set(t.publicKey, { endpoint: t.endpoint, endpointSince, needSince });
+    next.set(t.publicKey, { endpoint: t.endpoint, endpointSince, needSince, at: now, ...(c ? { rx: c.rx, tx: c.tx } : {}), ...(unanswered !== undefined ? { unansweredSince: unanswered } : {}) });
     if (needs && t.endpoint !== undefined) probe.push(t);
     if (
       needs &&

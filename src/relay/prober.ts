@@ -101,7 +101,8 @@ export class LinkProber {
       }
       if (!device) return;
       const handshakes = new Map(device.peers.map((p) => [p.publicKey, p.lastHandshake]));
-      const out = assessLinks(this.#d.targets(), handshakes, this.#d.clock(), this.#memory, { relayAfterMs: this.#d.relayAfterMs ?? DEFAULT_RELAY_AFTER_MS });
+      const counters = new Map(device.peers.map((p) => [p.publicKey, { rx: p.rxBytes, tx: p.txBytes }]));
+      const out = assessLinks(this.#d.targets(), handshakes, this.#d.clock(), this.#memory, { relayAfterMs: this.#d.relayAfterMs ?? DEFAULT_RELAY_AFTER_MS }, counters);
       this.#memory = out.memory;
       this.#stats.ticks++;
       for (const t of out.probe) {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { assessLinks, PROBE_AFTER_S, type LinkMemory, type LinkTarget } from '../../src/relay/links.ts';
+import { assessLinks, PROBE_AFTER_S, STALL_AFTER_MS, type LinkCounters, type LinkMemory, type LinkTarget } from '../../src/relay/links.ts';
 
 const T0 = 1_700_000_000_000;
 const opts = { relayAfterMs: 30_000 };
@@ -90,6 +90,61 @@ describe('assessLinks', () => {
           if (dt < opts.relayAfterMs) expect(b.failing).toEqual([]);
         },
       ),
+    );
+  });
+});
+
+describe('assessLinks: stalled sessions (a fresh handshake, but the peer stopped answering)', () => {
+  /** Assessments every 10 s with a handshake 5 s before each and the given counters per step. */
+  function steps(counters: LinkCounters[]) {
+    let memory: LinkMemory = new Map();
+    const outs = counters.map((c, i) => {
+      const now = T0 + i * 10_000;
+      const out = assessLinks([target(1)], new Map([['k1', Math.floor(now / 1000) - 5]]), now, memory, opts, new Map([['k1', c]]));
+      memory = out.memory;
+      return out;
+    });
+    return outs;
+  }
+
+  it('a peer that answers is never stalled, however much is sent', () => {
+    const outs = steps(Array.from({ length: 12 }, (_, i) => ({ rx: 1000 * i, tx: 50_000 * i })));
+    expect(outs.every((o) => o.probe.length === 0 && o.failing.length === 0)).toBe(true);
+  });
+
+  it('nothing sent and nothing received (idle) is not a stall', () => {
+    const outs = steps(Array.from({ length: 12 }, () => ({ rx: 500, tx: 700 })));
+    expect(outs.every((o) => o.probe.length === 0 && o.failing.length === 0)).toBe(true);
+  });
+
+  it(`sent without an answer: probed after ${STALL_AFTER_MS / 1000} s, failed relayAfter later, healed by any received byte`, () => {
+    // Answers until step 2, then only the transmit counter grows.
+    const counters = Array.from({ length: 10 }, (_, i) => ({ rx: Math.min(i, 2) * 100, tx: i * 1000 }));
+    const outs = steps(counters);
+    const firstProbe = outs.findIndex((o) => o.probe.length > 0);
+    const firstFail = outs.findIndex((o) => o.failing.length > 0);
+    // Unanswered since step 2 (20 s); stalled once 20 s have passed (step 4); failed relayAfter (30 s) later (step 7).
+    expect(firstProbe).toBe(2 + STALL_AFTER_MS / 10_000);
+    expect(firstFail).toBe(firstProbe + opts.relayAfterMs / 10_000);
+    const healed = assessLinks([target(1)], new Map([['k1', Math.floor((T0 + 100_000) / 1000) - 5]]), T0 + 100_000, outs.at(-1)!.memory, opts, new Map([['k1', { rx: 300, tx: 10_000 }]]));
+    expect(healed.probe).toEqual([]);
+    expect(healed.failing).toEqual([]);
+  });
+
+  it('counters that restart (the peer was re-created) are not a stall', () => {
+    const outs = steps([{ rx: 100, tx: 1000 }, { rx: 100, tx: 2000 }, { rx: 0, tx: 10 }, { rx: 0, tx: 20 }, { rx: 0, tx: 30 }]);
+    // Unanswered from step 0 to 1, reset at step 2, unanswered again from step 2: not 20 s yet at step 3, 20 s at step 4.
+    expect(outs.map((o) => o.probe.length)).toEqual([0, 0, 0, 0, 1]);
+  });
+
+  it('property: with the peer answering at every step, nothing is ever probed or failed while handshakes are fresh', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(10_000), fc.nat(10_000)), { minLength: 1, maxLength: 30 }), (deltas) => {
+        let rx = 0;
+        let tx = 0;
+        const outs = steps(deltas.map(([drx, dtx]) => ({ rx: (rx += drx + 1), tx: (tx += dtx) })));
+        return outs.every((o) => o.probe.length === 0 && o.failing.length === 0);
+      }),
     );
   });
 });
