@@ -90,7 +90,12 @@ describe.skipIf(skip)(`relaying between two cloud-2 nodes that cannot reach each
       const out = await lab.exec(node, ['wg', 'show', 'weft0', 'persistent-keepalive']);
       return new Map(out.stdout.trim().split('\n').map((l) => l.split('\t') as [string, string]).map(([k, v]) => [byKey.get(k) ?? k, v]));
     };
-    const k1 = await keepalives(c1[0]!);
+    // A asks for keepalive once members have told it that it is behind NAT (observedSelf) and its
+    // re-published record has reached cloud 1: that can follow the first working packets.
+    const k1 = await waitFor(`keepalive 25 towards ${a} on ${c1[0]}`, 60_000, async () => {
+      const k = await keepalives(c1[0]!);
+      return k.get(a) === '25' ? k : undefined;
+    }, 1000);
     expect(k1.get(c1[1]!)).toBe('off');
     expect(k1.get(a)).toBe('25');
     expect((await keepalives(a)).get(c1[0]!)).toBe('25');
