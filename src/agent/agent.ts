@@ -371,6 +371,8 @@ export class Agent {
         }
       }
       this.#auditPeers(result.desired);
+      const before = new Set((this.#lastDesired?.peers ?? []).map((p) => p.publicKey));
+      const added = result.desired.peers.some((p) => !before.has(p.publicKey));
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
       try {
@@ -392,6 +394,10 @@ export class Agent {
         const out = await this.#d.datapath.apply(result.desired);
         if (out && out.ok === false) throw new Error(`datapath reconcile failed: ${this.#d.datapath.stats().lastError ?? 'see datapath log'}`);
         if (!this.#ready) this.#dpLog.info({ peers: result.desired.peers.length, routes: result.desired.routes.length }, 'datapath applied');
+        // A peer added (a new node, or a peer's rotated key) has no session and no keepalive: probe it
+        // now so WireGuard handshakes at once, not at the next prober tick (a rotation mid-transfer
+        // would otherwise stall the transfer for seconds).
+        if (added) this.#prober?.kick();
         this.#ready = true;
         health?.setReady('datapath', true, 'applied');
       } catch (err) {

@@ -60,6 +60,7 @@ export class LinkProber {
   #memory: LinkMemory = new Map();
   #timer: unknown;
   #running = false;
+  #again = false;
   #stopped = false;
   #stats = { ticks: 0, probes: 0, probeErrors: 0, readErrors: 0, failing: 0 };
 
@@ -84,6 +85,19 @@ export class LinkProber {
   /** Counters since start. */
   stats(): ProberStats {
     return { ...this.#stats };
+  }
+
+  /**
+   * Runs a pass now, or right after the one running (for peers just added: a handshake at once).
+   * Must not block: it returns before the pass runs.
+   */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    void this.tick();
   }
 
   /** One pass: read the device, probe what needs it, report failed links. Overlapping calls are skipped. Never rejects. */
@@ -125,6 +139,10 @@ export class LinkProber {
       this.#d.logger.warn({ err }, 'link prober pass failed');
     } finally {
       this.#running = false;
+      if (this.#again) {
+        this.#again = false;
+        void this.tick();
+      }
     }
   }
 }

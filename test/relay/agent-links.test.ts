@@ -81,7 +81,7 @@ describe('keepalive only where needed', () => {
 });
 
 describe('the agent runs the link prober', () => {
-  it('probes the mesh IP of a planned peer that never handshook', async () => {
+  it('probes a planned peer that never handshook: at once when it is added, then at every pass', async () => {
     const sent: string[] = [];
     const sender: ProbeSender = { send: async (ip) => void sent.push(ip), close: async () => {} };
     const a = node('a', 1, net.member('a'), { sender, device: async () => ({ name: 'weft0', listenPort: 51820, fwmark: 0, peers: [] }) });
@@ -90,7 +90,12 @@ describe('the agent runs the link prober', () => {
     await b.agent.start();
     await settle([a.agent, b.agent]);
     expect(a.agent.prober).toBeDefined();
-    await a.agent.prober!.tick();
+    // The peer was just added: the agent kicked the prober, so it is probed without waiting for a tick.
+    for (let i = 0; i < 100 && sent.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
     expect(sent).toEqual(['10.244.2.1']);
+    expect(a.agent.prober!.stats().ticks).toBeGreaterThanOrEqual(1);
+    // Still no handshake: the next periodic pass probes it again.
+    await a.agent.prober!.tick();
+    expect(sent).toEqual(['10.244.2.1', '10.244.2.1']);
   });
 });

@@ -72,6 +72,34 @@ describe('LinkProber', () => {
     expect(p.stats().ticks).toBe(2);
   });
 
+  it('kick runs a pass at once, or once more right after a pass in flight; never after stop', async () => {
+    const sender = new RecordingSender();
+    let release: (() => void) | undefined;
+    let reads = 0;
+    const p = new LinkProber({
+      targets: () => [targets[2]!],
+      readDevice: async () => {
+        reads++;
+        if (reads === 1) await new Promise<void>((r) => (release = r));
+        return device([]);
+      },
+      sender, clock: () => 1_700_000_000_000, timers: new ManualTimers(), logger, intervalMs: 10_000,
+    });
+    p.kick(); // starts pass 1, which blocks in readDevice
+    p.kick(); // pass 1 in flight: one more right after it
+    p.kick(); // coalesces with the previous kick
+    expect(reads).toBe(1);
+    release!();
+    for (let i = 0; i < 50 && p.stats().ticks < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(p.stats().ticks).toBe(2);
+    expect(reads).toBe(2);
+    expect(sender.sent).toEqual(['10.244.3.1', '10.244.3.1']);
+    await p.stop();
+    p.kick();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(p.stats().ticks).toBe(2);
+  });
+
   it('never throws out of a tick: device read errors, send errors and a throwing callback are counted or logged', async () => {
     const sender = new RecordingSender();
     sender.fail.add('10.244.2.1');
