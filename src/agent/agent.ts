@@ -25,9 +25,9 @@ import { blockConflict, buildNodeInfo, formatBlockConflict, diffPodEntries, ownP
  * keeps alive a link when either side asks): it holds the NAT mappings open. Nodes with a public
  * address ask for none, so public <-> public links carry no keepalive traffic. Two things keepalive
  * used to do for every link are the link prober's job now (`src/relay/prober.ts`): an idle link is
- * probed before status would flag it, and a peer that is re-added without a session (its agent
- * restarted and the others briefly declared it dead) is probed at the next tick, which starts a
- * handshake at once instead of after WireGuard's ~15 s of silence.
+ * probed before status would flag it, and a peer added without a session (a new node, a rotated
+ * key, or re-added after its agent restarted) is probed right after the reconcile that added it,
+ * which starts a handshake at once instead of after WireGuard's own retry.
  */
 export const DEFAULT_KEEPALIVE_S = 25;
 
