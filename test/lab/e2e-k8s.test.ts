@@ -12,7 +12,7 @@
  * traffic and DNS surviving the API server being stopped; `--uninstall` taking the link-local
  * address away with the bridge. Namespace prefix: wlk.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +20,8 @@ import { Lab, waitFor, type LabPod } from '../../src/lab/lab.ts';
 import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
 import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
-import { FakeApiServer, type KubeObject } from '../k8s/fake-apiserver.ts';
+import type { FakeApiServer } from '../k8s/fake-apiserver.ts';
+import { nodeObject, nodePodCIDR, startLabApiServer, type LabApiServer } from './fake-api-lab.ts';
 
 const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare', 'ping', 'dig'], wireguard: true, prefix: 'wlk' });
 const ZONE = 'weft.local';
@@ -28,20 +29,14 @@ const STUB = '169.254.20.11';
 const POD_NS = 'default';
 
 let lab: Lab;
+let api: LabApiServer | undefined;
 let server: FakeApiServer | undefined;
-let bookmarks: NodeJS.Timeout | undefined;
 let tmp = '';
-/** Node index -> the podCIDR its Node object carries (deliberately not the lab's 10.244.<i>.0/24). */
-const cidrOf = (index: number): string => `10.244.${100 + index}.0/24`;
+const cidrOf = nodePodCIDR;
 const log = (msg: string): void => {
   process.stderr.write(`[e2e-k8s] ${msg}\n`);
 };
 
-const nodeObject = (name: string, ip: string, podCIDR: string): KubeObject => ({
-  metadata: { name },
-  spec: { podCIDR, podCIDRs: [podCIDR] },
-  status: { addresses: [{ type: 'InternalIP', address: ip }, { type: 'Hostname', address: name }] },
-});
 
 /** Creates the pod in the API (scheduled to `node`), then through CNI in the lab, as a kubelet would. */
 async function addPod(node: string, j: number): Promise<LabPod> {
@@ -73,27 +68,16 @@ beforeAll(async () => {
     kubeconfig,
     agentArgs: ['--dns-listen', `${STUB}:53`],
     beforeAgents: async (l) => {
-      // The API server's link into the underlay: host end <prefix>api (.250), peer on br0.
-      const base = l.meta.subnet.split('/')[0]!.split('.').slice(0, 3).join('.');
-      const apiIP = `${base}.250`;
-      await l.host.addVeth({ name: `${PREFIX}api` }, { name: 'api', netns: l.underlayNetns });
-      await l.host.exec({ netns: l.underlayNetns }, ['ip', 'link', 'set', 'api', 'master', 'br0']);
-      await l.host.addAddress(undefined, `${PREFIX}api`, `${apiIP}/24`);
-      server = await FakeApiServer.start({ host: apiIP, token: 'lab-token' });
-      // A real API server sends watch bookmarks periodically; they tell the agent its pod view is
-      // current (a pod is only judged gone once the view is fresh 30 s past its CNI ADD).
-      bookmarks = setInterval(() => server?.bookmark(), 2000);
-      await writeFile(kubeconfig, server.kubeconfigText(), { mode: 0o600 });
-      for (const n of l.meta.nodes) server.upsertNode(nodeObject(n.name, n.underlayIP, cidrOf(n.index)));
+      api = await startLabApiServer(l, PREFIX, kubeconfig);
+      server = api.server;
     },
   });
 }, 240_000);
 
 afterAll(async () => {
   if (skip) return;
-  clearInterval(bookmarks);
   await new LabHost({ prefix: PREFIX, warn: log }).down();
-  await server?.close();
+  await api?.close();
   if (tmp) await rm(tmp, { recursive: true, force: true });
 }, 120_000);
 
@@ -185,8 +169,7 @@ describe.skipIf(skip)(`e2e: agents configured from the Kubernetes API server${WH
   }, 120_000);
 
   it('with the API server down for a minute, pod-to-pod traffic and DNS keep working throughout', async () => {
-    clearInterval(bookmarks);
-    await server!.close();
+    await api!.close();
     const [a, , c] = lab.meta.pods;
     const gwC = lab.meta.nodes.find((n) => n.name === c!.node)!.meshIP;
     // Checked every 10 s across a whole minute: several resyncs and watch reconnect attempts pass,

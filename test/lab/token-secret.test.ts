@@ -6,7 +6,7 @@
  * every member then lists with its original id, issuer, expiry and uses; the revoked one stays gone.
  * Namespace prefix: wtk2.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,23 +15,18 @@ import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
 import type { TokenListing } from '../../src/token/store.ts';
 import { mirrorKey, parseMirrored } from '../../src/token/mirror.ts';
 import { labPrerequisites } from './prerequisites.ts';
-import { FakeApiServer, type KubeObject } from '../k8s/fake-apiserver.ts';
+import type { FakeApiServer } from '../k8s/fake-apiserver.ts';
+import { startLabApiServer, type LabApiServer } from './fake-api-lab.ts';
 
 const { skip, why: WHY, prefix: PREFIX } = labPrerequisites({ tools: ['ip', 'nsenter', 'unshare'], wireguard: true, prefix: 'wtk2' });
 
 let lab: Lab;
+let api: LabApiServer | undefined;
 let server: FakeApiServer | undefined;
-let bookmarks: NodeJS.Timeout | undefined;
 let tmp = '';
 const log = (msg: string): void => {
   process.stderr.write(`[token-secret] ${msg}\n`);
 };
-const cidrOf = (index: number): string => `10.244.${100 + index}.0/24`;
-const nodeObject = (name: string, ip: string, podCIDR: string): KubeObject => ({
-  metadata: { name },
-  spec: { podCIDR, podCIDRs: [podCIDR] },
-  status: { addresses: [{ type: 'InternalIP', address: ip }, { type: 'Hostname', address: name }] },
-});
 const secretData = (): Record<string, string> => ((server?.getSecret('weft', 'weft-join-tokens') as { data?: Record<string, string> } | undefined)?.data ?? {});
 const mirrored = (id: string) => {
   const v = secretData()[mirrorKey(id)];
@@ -50,15 +45,8 @@ beforeAll(async () => {
     podsPerNode: 0,
     kubeconfig,
     beforeAgents: async (l) => {
-      const base = l.meta.subnet.split('/')[0]!.split('.').slice(0, 3).join('.');
-      const apiIP = `${base}.250`;
-      await l.host.addVeth({ name: `${PREFIX}api` }, { name: 'api', netns: l.underlayNetns });
-      await l.host.exec({ netns: l.underlayNetns }, ['ip', 'link', 'set', 'api', 'master', 'br0']);
-      await l.host.addAddress(undefined, `${PREFIX}api`, `${apiIP}/24`);
-      server = await FakeApiServer.start({ host: apiIP, token: 'lab-token' });
-      bookmarks = setInterval(() => server?.bookmark(), 2000);
-      await writeFile(kubeconfig, server.kubeconfigText(), { mode: 0o600 });
-      for (const n of l.meta.nodes) server.upsertNode(nodeObject(n.name, n.underlayIP, cidrOf(n.index)));
+      api = await startLabApiServer(l, PREFIX, kubeconfig);
+      server = api.server;
       // deploy/token-secret.yaml: the Secret exists, empty, before the agents start.
       server.putSecret('weft', 'weft-join-tokens', undefined, { metadata: { name: 'weft-join-tokens', labels: { 'app.kubernetes.io/component': 'join-tokens' } } });
     },
@@ -67,9 +55,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (skip) return;
-  clearInterval(bookmarks);
   await new LabHost({ prefix: PREFIX, warn: log }).down();
-  await server?.close();
+  await api?.close();
   if (tmp) await rm(tmp, { recursive: true, force: true });
 }, 120_000);
 
