@@ -102,6 +102,9 @@ const opt = (key: string, arg: string, help: string, def?: string): OptionSpec =
   return { key, flag: `--${kebab}`, env: `WEFT_${kebab.replace(/-/g, '_').toUpperCase()}`, arg, help, default: def };
 };
 
+/** Default `--relay-ports`: the UDP range a relay takes its per-pair ports from. */
+export const DEFAULT_RELAY_PORTS = '51900-51999';
+
 /** Every agent option, in help order. Flags win over `WEFT_*` env vars, which win over defaults. */
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('name', '<name>', 'node name in the mesh (default: hostname)'),
@@ -130,7 +133,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('joinPort', '<port>', 'TCP port of the join listener for `weft join` tokens (0 = off)', '7947'),
   opt('meshProfile', '<lan|wan>', 'mesh timing profile: wan for meshes spanning clouds or the internet (slower probes, longer suspicion)', 'lan'),
   opt('relay', '<auto|on|off>', 'relay WireGuard traffic for peers that cannot reach each other (auto: when this node is not behind NAT)', 'auto'),
-  opt('relayPorts', '<lo-hi>', 'UDP port range used for relaying (two ports per relayed pair)', '51900-51999'),
+  opt('relayPorts', '<lo-hi>', 'UDP port range used for relaying (two ports per relayed pair)', DEFAULT_RELAY_PORTS),
   opt('relayAfter', '<duration>', 'how long a direct link must fail before it is relayed', '30s'),
   opt('probeInterval', '<duration>', 'link prober period (probes peers without a recent handshake)', '10s'),
   opt('tokenSecret', '<name|off>', 'in-cluster: the Secret in the agent namespace that mirrors join tokens (off: no mirror)', 'weft-join-tokens'),

@@ -15,6 +15,7 @@ import { chmod, copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/pr
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.ts';
+import { DEFAULT_RELAY_PORTS } from '../config.ts';
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/node-flags.ts';
 import type { AgentStatus } from '../agent/agent.ts';
 import { checkRequirements, LabHost, LabStateError, type NodeHandle, type NsTarget, type Runner, type CommandResult } from './host.ts';
@@ -177,11 +178,11 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
 /** An underlay capture's classification, plus the WireGuard datagrams seen on relay ports (traffic that went through a relay). */
 export type UnderlayCapture = CaptureSummary & { readonly relayed: number };
 
-/** The agent's `--relay-ports` range from its argv, or the agent's default (51900-51999). */
+/** The agent's `--relay-ports` range from its argv, or the agent's default ({@link DEFAULT_RELAY_PORTS}). */
 export function relayPortRange(argv: readonly string[]): readonly [number, number] {
   const i = argv.indexOf('--relay-ports');
-  const m = i >= 0 ? /^(\d{1,5})-(\d{1,5})$/.exec(argv[i + 1] ?? '') : null;
-  return m ? [Number(m[1]), Number(m[2])] : [51900, 51999];
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(i >= 0 ? (argv[i + 1] ?? '') : DEFAULT_RELAY_PORTS);
+  return m ? [Number(m[1]), Number(m[2])] : relayPortRange([]);
 }
 
 /** One lab, by prefix. Create with `new Lab(...)`, then `up()` a new one or `open()` a running one. */
