@@ -75,6 +75,13 @@ export interface MeshHandle {
   stats(): MeshStats;
   on(event: 'change', listener: (snapshot: MeshSnapshot) => void): this;
   off(event: 'change', listener: (snapshot: MeshSnapshot) => void): this;
+  /**
+   * How many of this member's failure-detector probes `name` answered directly (not through a helper)
+   * since start; a changing count shows the direct underlay path works now. Optional: meshes that
+   * cannot tell (test doubles) leave it out, and relayed links then go back to direct only when
+   * endpoints change.
+   */
+  directAcks?(name: string): number;
   /** Announces a graceful leave and waits up to `timeoutMs` for it to spread. */
   leave(timeoutMs?: number): Promise<void>;
   /** Stops timers and closes sockets; idempotent. */

@@ -126,6 +126,8 @@ const NO_ENTRIES: ReadonlyMap<string, SignedEntry> = new Map();
 const EMPTY_HASH = new Uint8Array(DIGEST_HASH_BYTES);
 /** Members whose latest observation of our address is kept (oldest dropped first). */
 const OBSERVATIONS_MAX = 256;
+/** Members whose direct-ack count is kept (most recently acked first to stay). */
+const DIRECT_ACKS_MAX = 4096;
 /** Entries of not-yet-known owners kept at most this many, this long. */
 const PARKED_MAX = 4096;
 const PARKED_MAX_BYTES = 4 * 1024 * 1024;
@@ -180,6 +182,8 @@ export class Mesh implements MeshHandle {
   private observed: Address | undefined;
   /** Per member probed directly: the address:port it last saw our probe come from (NAT discovery). */
   private readonly observations = new Map<string, Address>();
+  /** Per member: how many of our probes it answered directly from the probed address (bounded like observations). */
+  private readonly directAckCounts = new Map<string, number>();
 
   private s = {
     packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, decryptFailures: 0, badSignatures: 0, malformed: 0, rateLimited: 0,
@@ -394,6 +398,15 @@ export class Mesh implements MeshHandle {
   /** The address and port another member last observed this member's probes coming from (NAT discovery). */
   observedSelf(): Address | undefined {
     return this.observed;
+  }
+
+  /**
+   * How many of this member's probes `name` answered directly, from the address probed, since start:
+   * a count that changes shows the underlay path to it works now (the relay uses it to retry a direct
+   * link). 0 for unknown members; a member evicted from the bounded table starts again from 0. Cheap.
+   */
+  directAcks(name: string): number {
+    return this.directAckCounts.get(name) ?? 0;
   }
 
   /** State of one member, or undefined if unknown. Cheap (no snapshot). */
@@ -700,6 +713,14 @@ export class Mesh implements MeshHandle {
     if (cur?.state !== 'alive') this.observer?.memberState?.(a.name, 'alive', a.incarnation);
     if (!cur && this.parkedCount > 0) this.unpark(a.name);
     this.changed();
+  }
+
+  /** Counts a direct ack of `member`; the map keeps the {@link DIRECT_ACKS_MAX} most recently acked members. */
+  private countDirectAck(member: string): void {
+    const n = (this.directAckCounts.get(member) ?? 0) + 1;
+    this.directAckCounts.delete(member);
+    this.directAckCounts.set(member, n);
+    if (this.directAckCounts.size > DIRECT_ACKS_MAX) this.directAckCounts.delete(this.directAckCounts.keys().next().value!);
   }
 
   /**
@@ -1227,6 +1248,7 @@ export class Mesh implements MeshHandle {
           this.observed = { addr: ack.observedAddr, port: ack.observedPort };
           if (from.addr === to.addr && from.port === to.port) this.observe(target.name, this.observed);
         }
+        if (!indirect && from.addr === to.addr && from.port === to.port) this.countDirectAck(target.name);
         finish(indirect ? 0 : -1, false);
       },
       onNack: () => {

@@ -131,6 +131,11 @@ export interface SimCounters {
   bytesReceived: number;
 }
 
+/** Order-independent key of an address pair. */
+function pairKey(a: string, b: string): string {
+  return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
+}
+
 /** The simulated network: make transports with {@link transport}, then drive time with {@link run}. */
 export class SimNetwork {
   readonly clock: SimClock;
@@ -142,6 +147,8 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, SimTransport>();
   private readonly down = new Set<string>();
   private groups: Map<string, number> | undefined;
+  /** Pairs cut by {@link blockPair}, as {@link pairKey}s. */
+  private readonly blockedPairs = new Set<string>();
   /** NAT routers by public address, and the router each private address sits behind. */
   private readonly nats = new Map<string, SimNat>();
   private readonly behind = new Map<string, SimNat>();
@@ -257,9 +264,20 @@ export class SimNetwork {
     return { addr: nat.publicAddr, port: m.port };
   }
 
+  /** Drops all traffic between `a` and `b` (both ways) while both still reach everyone else: a non-transitive cut, as a firewall between two hosts makes. */
+  blockPair(a: string, b: string): void {
+    this.blockedPairs.add(pairKey(a, b));
+  }
+
+  /** Undoes {@link blockPair}. */
+  unblockPair(a: string, b: string): void {
+    this.blockedPairs.delete(pairKey(a, b));
+  }
+
   /** True if traffic can flow from `a` to `b`. */
   reachable(a: string, b: string): boolean {
     if (this.down.has(a) || this.down.has(b)) return false;
+    if (this.blockedPairs.size > 0 && this.blockedPairs.has(pairKey(a, b))) return false;
     if (!this.groups) return true;
     return (this.groups.get(a) ?? 0) === (this.groups.get(b) ?? 0);
   }

@@ -69,6 +69,8 @@ export interface Config {
   readonly relayPorts: readonly [number, number];
   /** How long (ms) a direct link must fail before a relay is asked for it. */
   readonly relayAfterMs: number;
+  /** How long (ms) a pair stays relayed before the direct link is retried (when the mesh reaches the peer directly); doubled per failed retry. */
+  readonly relayRetryMs: number;
   /** Period (ms) of the link prober (probes peers without a recent handshake). */
   readonly probeIntervalMs: number;
   /** In-cluster: name of the Secret mirroring join tokens (`src/k8s/token-secret.ts`); undefined = no mirror (`off`). */
@@ -135,6 +137,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   opt('relay', '<auto|on|off>', 'relay WireGuard traffic for peers that cannot reach each other (auto: when this node is not behind NAT)', 'auto'),
   opt('relayPorts', '<lo-hi>', 'UDP port range used for relaying (two ports per relayed pair)', DEFAULT_RELAY_PORTS),
   opt('relayAfter', '<duration>', 'how long a direct link must fail before it is relayed', '30s'),
+  opt('relayRetry', '<duration>', 'how long a pair stays relayed before its direct link is retried, once the mesh reaches the peer directly again (doubled per failed retry)', '5m'),
   opt('probeInterval', '<duration>', 'link prober period (probes peers without a recent handshake)', '10s'),
   opt('tokenSecret', '<name|off>', 'in-cluster: the Secret in the agent namespace that mirrors join tokens (off: no mirror)', 'weft-join-tokens'),
 ];
@@ -292,6 +295,11 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
     if (ms < 1000 || ms > 3_600_000) fail('must be between 1s and 1h');
     return ms;
   });
+  const relayRetryMs = field('relayRetry', (v, fail) => {
+    const ms = parseDuration(v ?? '', fail);
+    if (ms < 10_000 || ms > 86_400_000) fail('must be between 10s and 24h');
+    return ms;
+  });
   const probeIntervalMs = field('probeInterval', (v, fail) => {
     const ms = parseDuration(v ?? '', fail);
     if (ms < 1000 || ms > 120_000) fail('must be between 1s and 2m (a link is probed when its handshake is older than 150 s)');
@@ -307,7 +315,7 @@ export function parseConfig(flags: RawOptions, env: Readonly<Record<string, stri
   return deepFreeze({
     name, seeds, listenAddr, meshPort, wgPort, ifname, clusterCIDRs, blockSize, podCIDRs, backend, mtu,
     stateDir, runDir, socketPath, meshKeyFile, resyncMs, dnsZone, dnsListen, dnsTtl, logLevel, kubeconfig, metricsAddr, leaveOnExit, joinPort, keyRotationMs, meshProfile,
-    relay, relayPorts, relayAfterMs, probeIntervalMs, tokenSecret,
+    relay, relayPorts, relayAfterMs, relayRetryMs, probeIntervalMs, tokenSecret,
   });
 }
 

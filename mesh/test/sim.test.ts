@@ -323,6 +323,28 @@ describe('simulated mesh', () => {
   });
 });
 
+describe('direct reachability (relay retry evidence)', () => {
+  it('counts only direct acks: a cut pair stays alive through helpers without counting, and counts again once healed', async () => {
+    const c = (cluster = new SimCluster({ seed: 26 }));
+    await c.startBootstrapped(5);
+    await c.net.runFor(10_000);
+    const a = c.nodes[0]!;
+    expect(a.directAcks(simName(1))).toBeGreaterThan(0);
+    expect(a.directAcks('no-such-member')).toBe(0);
+    c.net.blockPair(simAddr(0), simAddr(1));
+    await c.net.runFor(2000); // a probe in flight when the cut came may still finish
+    const cut = a.directAcks(simName(1));
+    const others = a.directAcks(simName(2));
+    await c.net.runFor(60_000);
+    // Member 1 stays alive (indirect probes through helpers answer) but is no longer counted.
+    expect(a.memberState(simName(1))).toBe('alive');
+    expect(a.directAcks(simName(1))).toBe(cut);
+    expect(a.directAcks(simName(2))).toBeGreaterThan(others);
+    c.net.unblockPair(simAddr(0), simAddr(1));
+    expect(await c.net.runUntilCondition(() => a.directAcks(simName(1)) > cut, 60_000, 100)).toBeDefined();
+  });
+});
+
 describe('local writes before start', () => {
   it('are published when the member starts', async () => {
     const c = (cluster = new SimCluster({ seed: 26 }));

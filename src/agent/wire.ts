@@ -161,6 +161,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     const relay = new RelayService({
       name: config.name, mode: config.relay, ports: config.relayPorts, host: underlay.addr, families: [underlay.family], mesh,
       clock: Date.now, logger: logger.child({ component: 'relay' }), retrigger: () => agentRef?.trigger('relay'),
+      ...(mesh.directAcks ? { directAcks: (name: string) => mesh!.directAcks!(name) } : {}), retryMs: config.relayRetryMs,
     });
     cleanups.push(() => relay.stop());
     registerRelayMetrics(metrics.registry, { relay: () => relay.stats(), prober: () => agentRef?.prober?.stats() });

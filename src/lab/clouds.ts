@@ -159,28 +159,38 @@ export async function upCloud2(lab: Lab, opts: { nodes: number; podsPerNode: num
   return names;
 }
 
-/** The nftables table (bridge family, in the cloud-2 namespace) that isolates cloud-2 nodes from each other. */
+/** The nftables table (bridge family, in the underlay namespace of a cloud) that isolates nodes from each other. */
 export const ISOLATION_TABLE = 'weftlabiso';
 
+/** The underlay namespace and bridge port of a node: cloud 1's br0 (`n<i>`) or cloud 2's br1 (`c2n<i>`). */
+function underlayPort(lab: Lab, name: string): { netns: string; port: string; cloud: 1 | 2 } {
+  const n = lab.node(name);
+  return n.cloud === 2 ? { netns: cloud2Netns(lab.prefix), port: `c2n${n.index}`, cloud: 2 } : { netns: lab.underlayNetns, port: `n${n.index}`, cloud: 1 };
+}
+
 /**
- * Makes cloud-2 nodes `a` and `b` unable to reach each other directly, like a VPC with client
- * isolation: an nftables `bridge` filter in the cloud-2 namespace drops frames between their two
- * ports of br1 (both ways). Each still reaches the router, and so cloud 1. The table lives in the
- * cloud-2 namespace, which `weft lab down` removes with it. Calling again for another pair adds rules.
+ * Makes nodes `a` and `b` of one cloud unable to reach each other directly while both still reach
+ * everyone else, like a VPC with client isolation or a firewall between two hosts: an nftables
+ * `bridge` filter in that cloud's underlay namespace drops frames between their two bridge ports
+ * (both ways). The table goes with the namespace at `weft lab down`, or with {@link reconnectNodes}.
+ * Calling again for another pair adds rules.
  */
-export async function isolateCloud2Nodes(lab: Lab, a: string, b: string): Promise<void> {
-  const ports = [a, b].map((name) => {
-    const n = lab.node(name);
-    if (n.cloud !== 2) throw new RangeError(`lab: ${name} is not a cloud-2 node`);
-    return `c2n${n.index}`;
-  });
-  const [pa, pb] = ports as [string, string];
-  await lab.host.exec({ netns: cloud2Netns(lab.prefix) }, ['nft', '-f', '-'], {
+export async function isolateNodes(lab: Lab, a: string, b: string): Promise<void> {
+  const [pa, pb] = [underlayPort(lab, a), underlayPort(lab, b)];
+  if (pa.cloud !== pb.cloud) throw new RangeError(`lab: ${a} and ${b} are in different clouds (their traffic crosses the router, not one bridge)`);
+  await lab.host.exec({ netns: pa.netns }, ['nft', '-f', '-'], {
     input:
       `table bridge ${ISOLATION_TABLE} {\n` +
       ' chain isolate { type filter hook forward priority 0; policy accept; }\n' +
       '}\n' +
-      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pa}" oifname "${pb}" drop\n` +
-      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pb}" oifname "${pa}" drop\n`,
+      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pa.port}" oifname "${pb.port}" drop\n` +
+      `add rule bridge ${ISOLATION_TABLE} isolate iifname "${pb.port}" oifname "${pa.port}" drop\n`,
   });
+}
+
+/** Lifts every {@link isolateNodes} cut in `cloud`; succeeds when there is none. */
+export async function reconnectNodes(lab: Lab, cloud: 1 | 2 = 1): Promise<void> {
+  const netns = cloud === 2 ? cloud2Netns(lab.prefix) : lab.underlayNetns;
+  const r = await lab.host.exec({ netns }, ['nft', 'delete', 'table', 'bridge', ISOLATION_TABLE], { check: false });
+  if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`lab: cannot lift the isolation in ${netns}: ${r.stderr.trim()}`);
 }

@@ -4,7 +4,8 @@
  * - publishes `relay/offer` while this node offers relaying (`--relay on`, or `auto` while it is not
  *   behind NAT) and withdraws it otherwise;
  * - publishes `relay/want`: the peers the link prober found unreachable directly, each kept until this
- *   node's or that peer's published endpoints change (then direct is tried again), or the peer goes;
+ *   node's or that peer's published endpoints change, or the mesh reaches the peer directly again
+ *   (then direct is tried again, with a growing back-off while such retries fail), or the peer goes;
  * - when this node is the chosen relay of wanted pairs, runs their forwarder sessions and publishes
  *   `relay/sessions` once their sockets are bound.
  * All entry writes compare with what the mesh holds for this node, so a restart adopts or replaces
@@ -60,6 +61,36 @@ export interface RelayServiceOptions {
   readonly sockets?: SocketFactory;
   /** Asks the agent for another reconcile (sessions changed after an async bind). Must not block. */
   readonly retrigger?: () => void;
+  /**
+   * How many of this node's mesh probes `name` has answered directly (see `Mesh.directAcks`); a count
+   * that changed since a peer was wanted is the evidence for trying the direct link again. Must not block.
+   * Without it a relayed pair is only retried when endpoints change.
+   */
+  readonly directAcks?: (name: string) => number;
+  /** First direct retry of a relayed peer after this long (ms), doubled per failed retry; see {@link DEFAULT_RELAY_RETRY_MS}. */
+  readonly retryMs?: number;
+}
+
+/** Default of `--relay-retry`: how long a pair stays relayed before the direct link is tried again. */
+export const DEFAULT_RELAY_RETRY_MS = 5 * 60_000;
+
+/** Failed direct retries double the wait up to this many times (5 min -> 80 min by default). */
+export const MAX_RETRY_DOUBLINGS = 4;
+
+/** A peer whose want returns within this many retry intervals of a direct retry counts the retry as failed. */
+const RETRY_FAILED_WITHIN = 2;
+
+/** One relayed peer: the endpoints of both sides, when it was wanted, and its direct-ack count then. */
+interface Want {
+  readonly sig: string;
+  readonly since: number;
+  readonly acks: number;
+}
+
+/** Direct retries of one peer: how many failed in a row, and when the last one started. */
+interface Retry {
+  readonly failures: number;
+  readonly at: number;
 }
 
 const enc = new TextEncoder();
@@ -68,8 +99,10 @@ const enc = new TextEncoder();
 export class RelayService {
   readonly #o: RelayServiceOptions;
   readonly #forwarder: RelayForwarder;
-  /** Wanted peer -> the endpoints of both sides when it was wanted. */
-  readonly #wants = new Map<string, string>();
+  /** Wanted peer -> see {@link Want}. */
+  readonly #wants = new Map<string, Want>();
+  /** Peers whose direct link was retried recently (back-off memory); pruned once a retry held. */
+  readonly #retries = new Map<string, Retry>();
   #held: HeldSession[] = [];
   /** Sessions whose sockets are bound (published). */
   #bound: readonly RelaySession[] = [];
@@ -95,20 +128,40 @@ export class RelayService {
     return [...this.#wants.keys()].sort();
   }
 
-  /** Direct links the prober found failed (sorted names): each becomes wanted until endpoints change. */
+  /**
+   * Direct links the prober found failed (sorted names): each becomes wanted until endpoints change
+   * or a direct retry is due. A want that returns soon after a direct retry counts that retry as failed.
+   */
   setFailing(names: readonly string[]): void {
     const last = this.#last;
     if (!last || this.#stopped) return;
+    const now = this.#o.clock();
     let added = false;
     for (const name of names) {
       if (this.#wants.has(name) || this.#wants.size >= MAX_WANTS) continue;
       const peer = last.remotes.find((r) => r.info.name === name);
       if (!peer) continue;
-      this.#wants.set(name, signature(last.self, peer.info));
-      this.#o.logger.info({ peer: name }, 'direct link failed; asking for a relay');
+      const retry = this.#retries.get(name);
+      if (retry) this.#retries.set(name, { failures: retry.failures + 1, at: retry.at });
+      this.#wants.set(name, { sig: signature(last.self, peer.info), since: now, acks: this.#acks(name) });
+      this.#o.logger.info({ peer: name, ...(retry ? { failedRetries: retry.failures + 1 } : {}) }, retry ? 'direct link still fails after a retry; asking for a relay again' : 'direct link failed; asking for a relay');
       added = true;
     }
     if (added) this.#publishWants(last.snapshot);
+  }
+
+  /** How long a want of `name` lasts before a direct retry, given its failed retries. */
+  #retryAfter(name: string): number {
+    const failures = this.#retries.get(name)?.failures ?? 0;
+    return (this.#o.retryMs ?? DEFAULT_RELAY_RETRY_MS) * 2 ** Math.min(failures, MAX_RETRY_DOUBLINGS);
+  }
+
+  #acks(name: string): number {
+    try {
+      return this.#o.directAcks?.(name) ?? 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** One pass: offer, wants, sessions (see the file comment). Never throws. */
@@ -134,13 +187,27 @@ export class RelayService {
 
   #expireWants(u: RelayUpdate): void {
     const byName = new Map(u.remotes.map((r) => [r.info.name, r]));
-    for (const [name, sig] of this.#wants) {
+    const now = this.#o.clock();
+    for (const [name, want] of this.#wants) {
       const peer = byName.get(name);
-      const why = !peer || (peer.state !== 'alive' && peer.state !== 'suspect') ? 'peer gone' : signature(u.self, peer.info) !== sig ? 'endpoints changed' : undefined;
-      if (why) {
-        this.#wants.delete(name);
-        this.#o.logger.info({ peer: name, why }, 'relay no longer asked for; trying the direct link again');
-      }
+      const gone = !peer || (peer.state !== 'alive' && peer.state !== 'suspect');
+      const why = gone
+        ? 'peer gone'
+        : signature(u.self, peer.info) !== want.sig
+          ? 'endpoints changed'
+          : this.#o.directAcks && now - want.since >= this.#retryAfter(name) && this.#acks(name) !== want.acks
+            ? 'the mesh reaches the peer directly again'
+            : undefined;
+      if (!why) continue;
+      this.#wants.delete(name);
+      if (why === 'the mesh reaches the peer directly again') this.#retries.set(name, { failures: this.#retries.get(name)?.failures ?? 0, at: now });
+      else this.#retries.delete(name);
+      this.#o.logger.info({ peer: name, why }, 'relay no longer asked for; trying the direct link again');
+    }
+    // A retry whose peer has not been wanted again for a while held: forget its back-off.
+    const base = this.#o.retryMs ?? DEFAULT_RELAY_RETRY_MS;
+    for (const [name, r] of this.#retries) {
+      if (!this.#wants.has(name) && (now - r.at >= RETRY_FAILED_WITHIN * base || !byName.has(name))) this.#retries.delete(name);
     }
   }
 

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
-import { argvPort, isolateCloud2Nodes } from '../../src/lab/clouds.ts';
+import { argvPort, isolateNodes } from '../../src/lab/clouds.ts';
 import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
 import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus, PeerStatus } from '../../src/agent/agent.ts';
@@ -102,7 +102,7 @@ describe.skipIf(skip)(`relaying between two cloud-2 nodes that cannot reach each
   }, 120_000);
 
   it('after isolation: the pair goes through a cloud-1 relay, pods reach each other both ways, status shows it relayed, cloud 1 sees only WireGuard', async () => {
-    await isolateCloud2Nodes(lab, a, b);
+    await isolateNodes(lab, a, b);
     const direct = await lab.host.exec({ netns: a }, ['ping', '-n', '-c', '1', '-W', '1', lab.node(b).underlayIP], { check: false });
     expect(direct.code, 'A still reaches B over the cloud-2 bridge').not.toBe(0);
     log('isolated; waiting for the direct link to fail (last handshake older than 150 s + 10 s) and a relay');

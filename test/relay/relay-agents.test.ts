@@ -54,10 +54,10 @@ afterEach(async () => {
 /** Handshakes the fake device reports, by peer name (seconds since the epoch). */
 const handshakes = new Map<string, Map<string, number>>();
 
-function node(name: string, i: number, mesh: FakeMesh) {
+function node(name: string, i: number, mesh: FakeMesh, retry?: { directAcks: Map<string, number>; retryMs: number }) {
   const config = parseConfig({ name, listenAddr: `192.0.2.${10 + i}`, podCidr: `10.244.${i}.0/24`, stateDir: join(dir, name), runDir: join(dir, `${name}-run`) }, {});
   const dp = new LastDatapath();
-  const relay = new RelayService({ name, mode: config.relay, ports: config.relayPorts, host: `192.0.2.${10 + i}`, families: [4], mesh, clock: () => now, logger, graceMs: 0, sockets });
+  const relay = new RelayService({ name, mode: config.relay, ports: config.relayPorts, host: `192.0.2.${10 + i}`, families: [4], mesh, clock: () => now, logger, graceMs: 0, sockets, ...(retry ? { directAcks: (n: string) => retry.directAcks.get(n) ?? 0, retryMs: retry.retryMs } : {}) });
   const hs = new Map<string, number>();
   handshakes.set(name, hs);
   const readDevice = async (): Promise<WgDevice> => ({
@@ -175,5 +175,80 @@ describe('relaying between two NATed nodes through a public one', () => {
     await settle();
     expect(a.relay.wants()).toEqual([]);
     expect(other.relay.stats().forwarder.sessions).toBe(0);
+  });
+
+  it('retries the direct link once the mesh reaches the peer directly again, backing off while retries fail', async () => {
+    const retryMs = 60_000;
+    const acksA = new Map<string, number>();
+    const acksB = new Map<string, number>();
+    const ma = new NattedMesh(net, 'a');
+    const mb = new NattedMesh(net, 'b');
+    const a = node('a', 1, ma, { directAcks: acksA, retryMs });
+    const b = node('b', 2, mb, { directAcks: acksB, retryMs });
+    const r = node('r', 3, net.member('r'));
+    for (const n of [r, a, b]) await n.agent.start();
+    ma.observed = { addr: '198.18.0.254', port: 7946 };
+    mb.observed = { addr: '198.18.0.254', port: 7956 };
+    const pass = async () => {
+      a.agent.trigger('t');
+      b.agent.trigger('t');
+      await settle();
+      await settle();
+    };
+    const fail = async () => {
+      a.relay.setFailing(['b']);
+      b.relay.setFailing(['a']);
+      await pass();
+    };
+    const viaOnA = () => a.dp.last!.peers.find((p) => p.name === 'b')!.relay;
+    const ackBoth = () => {
+      acksA.set('b', (acksA.get('b') ?? 0) + 1);
+      acksB.set('a', (acksB.get('a') ?? 0) + 1);
+    };
+    await pass();
+    await fail();
+    expect(viaOnA()).toBe('r');
+    expect(a.relay.wants()).toEqual(['b']);
+
+    // Due, but no evidence the direct path works: stays relayed.
+    now += retryMs;
+    await pass();
+    expect(viaOnA()).toBe('r');
+    // Evidence on one side only: that side stops asking, the other still does, so the pair stays relayed.
+    acksA.set('b', 1);
+    await pass();
+    expect(a.relay.wants()).toEqual([]);
+    expect(b.relay.wants()).toEqual(['a']);
+    expect(viaOnA()).toBe('r');
+    // Evidence on both sides: both stop asking, the relay closes the session, the pair is direct.
+    acksB.set('a', 1);
+    await pass();
+    expect(b.relay.wants()).toEqual([]);
+    expect(entryOf(r.mesh, RELAY_SESSIONS_KEY)).toEqual([]);
+    expect(viaOnA()).toBeUndefined();
+    expect(a.dp.last!.peers.find((p) => p.name === 'b')).toMatchObject({ endpoint: '192.0.2.12:51820' });
+
+    // The retry fails (the direct link fails again): relayed again, and the next retry waits twice as long.
+    now += 40_000;
+    await fail();
+    expect(viaOnA()).toBe('r');
+    now += retryMs;
+    ackBoth();
+    await pass();
+    expect(viaOnA()).toBe('r');
+    now += retryMs;
+    ackBoth();
+    await pass();
+    expect(viaOnA()).toBeUndefined();
+
+    // This retry holds: once it has for a while, the back-off is forgotten and the next failure waits retryMs again.
+    now += 3 * retryMs;
+    await pass();
+    await fail();
+    expect(viaOnA()).toBe('r');
+    now += retryMs;
+    ackBoth();
+    await pass();
+    expect(viaOnA()).toBeUndefined();
   });
 });
