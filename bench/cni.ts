@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     const logger = pino({ level: 'silent' });
     const ipam = await PodIpam.open({ stateDir: join(dir, 'state'), blocks: ['10.244.200.0/24'], logger });
     const handler = createCniHandler({ ipam, netns: createIprouteNetnsOps({ hostNetns: `/var/run/netns/${NODE_NS}` }), logger, stateDir: join(dir, 'state') });
-    await handler.ensureBridge();
+    await handler.ensureGateway();
     const agentMs: number[] = [];
     api = new ApiServer({ logger, onRequest: (_m, path, _s, seconds) => path === '/v1/cni/add' && agentMs.push(seconds * 1000) });
     for (const r of handler.routes()) api.route(r.method, r.path, r.handler);

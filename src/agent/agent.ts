@@ -338,12 +338,12 @@ export class Agent {
       this.#sweepStalePods(snapshot);
       this.#publishObservedEndpoint(snapshot);
       if (reason === 'resync' && this.#claim) {
-        // Drift repair for the node side too: a deleted bridge or gateway address comes back.
+        // Drift repair for the node side too: a deleted gateway device or gateway address comes back.
         try {
-          await this.#d.hostNet.ensureBridge(this.#claim.podCIDRs.map((c) => gatewayOf(c).cidr));
+          await this.#d.hostNet.ensureGateway(this.#claim.podCIDRs.map((c) => gatewayOf(c).cidr));
         } catch (err) {
-          metrics?.reconcileErrors.inc({ stage: 'bridge' });
-          this.#log.child({ component: 'cni' }).error({ err }, 'cannot repair the pod bridge; retrying at the next resync');
+          metrics?.reconcileErrors.inc({ stage: 'gateway' });
+          this.#log.child({ component: 'cni' }).error({ err }, 'cannot repair the pod gateway device; retrying at the next resync');
         }
       }
       let result = this.#plan(snapshot);
@@ -499,7 +499,7 @@ export class Agent {
     this.#claim = claim;
     if (this.#d.onBlockChanged && (!previous || !sameSet(previous.podCIDRs, claim.podCIDRs))) await this.#d.onBlockChanged(claim, previous);
     const families = [...new Set(claim.podCIDRs.map((c) => (c.includes(':') ? 6 : 4) as 4 | 6))];
-    await hostNet.ensureBridge(claim.podCIDRs.map((c) => gatewayOf(c).cidr));
+    await hostNet.ensureGateway(claim.podCIDRs.map((c) => gatewayOf(c).cidr));
     await hostNet.enableForwarding(families);
     this.#self = buildNodeInfo({
       name: config.name,

@@ -1,6 +1,6 @@
 /**
  * Adapters from the agent's ports to the modules other folders own: WireGuard backend + rtnetlink
- * + reconciler (datapath), the mesh, the CNI handler, the DNS server, the node bridge. Each adapter
+ * + reconciler (datapath), the mesh, the CNI handler, the DNS server, the pod gateway device. Each adapter
  * is a thin translation; when a module's API changes, only this file follows.
  */
 import { execFile } from 'node:child_process';
@@ -18,6 +18,7 @@ import { buildTable, type DnsTable } from '../dns/table.ts';
 import { DnsServer } from '../dns/server.ts';
 import { Forwarder, type ListenAddress } from '../dns/forwarder.ts';
 import { createCniHandler, type CniHandler } from '../cni/handler.ts';
+import { LEGACY_BRIDGE } from '../cni/devices.ts';
 import { createIprouteNetnsOps, type NetnsOps } from '../cni/netns.ts';
 import { PodIpam } from '../ipam/pods.ts';
 import type { NodeInfo, PodRecord, RemoteNode } from '../model.ts';
@@ -120,13 +121,15 @@ export interface NodeAddress {
 }
 
 /**
- * The `--dns-listen` addresses weft must add to its bridge so the DNS server can bind them: every
- * literal IP (not a wildcard) that no interface other than `bridge` carries, as a /32 or /128. The
+ * The `--dns-listen` addresses weft must add to its gateway device so the DNS server can bind them:
+ * every literal IP (not a wildcard) that no interface other than weft's own (`owned`: the gateway
+ * device, and the legacy bridge an upgraded node may still have) carries, as a /32 or /128. The
  * CoreDNS stub forwards to a link-local address (169.254.20.11) that exists nowhere else; an address
  * already on the node (loopback, the underlay) is left alone. Pure; ordered as given, no duplicates.
  */
-export function missingDnsAddresses(dnsListen: readonly HostPort[], nodeAddrs: readonly NodeAddress[], bridge: string): string[] {
-  const elsewhere = new Set(nodeAddrs.filter((a) => a.ifname !== bridge).map((a) => a.addr.toLowerCase()));
+export function missingDnsAddresses(dnsListen: readonly HostPort[], nodeAddrs: readonly NodeAddress[], owned: string | readonly string[]): string[] {
+  const ours = new Set(typeof owned === 'string' ? [owned] : owned);
+  const elsewhere = new Set(nodeAddrs.filter((a) => !ours.has(a.ifname)).map((a) => a.addr.toLowerCase()));
   const out: string[] = [];
   for (const { host } of dnsListen) {
     const fam = isIP(host);
@@ -145,37 +148,57 @@ export async function listNodeAddresses(): Promise<NodeAddress[]> {
 }
 
 /**
- * Wraps the bridge operations so that every `ensureBridge` (the agent's drift repair and the CNI
- * handler's) also keeps the `--dns-listen` addresses the node lacks on the bridge: weft owns them,
- * they go with the bridge on `--uninstall`, and a repair never strips them (the ops remove unlisted
- * addresses of the same family).
+ * Wraps the gateway operations so that every `ensureGateway` (the agent's drift repair and the CNI
+ * handler's) also keeps the `--dns-listen` addresses the node lacks on the gateway device: weft
+ * owns them, they go with the device on `--uninstall`, and a repair never strips them (the ops
+ * remove unlisted addresses of the same family).
  */
 export function withDnsAddresses(ops: NetnsOps, dnsListen: readonly HostPort[], logger: Logger, list: () => Promise<NodeAddress[]> = listNodeAddresses): NetnsOps {
   if (dnsListen.length === 0) return ops;
   return {
-    async ensureBridge(bridge, gatewayCidrs, mtu) {
-      const extra = missingDnsAddresses(dnsListen, await list(), bridge);
-      if (extra.length > 0) logger.debug({ bridge, addresses: extra }, 'dns listen addresses kept on the bridge');
-      await ops.ensureBridge(bridge, [...gatewayCidrs, ...extra.filter((c) => !gatewayCidrs.includes(c))], mtu);
+    async ensureGateway(dev, gatewayCidrs, mtu) {
+      const extra = missingDnsAddresses(dnsListen, await list(), [dev, LEGACY_BRIDGE]);
+      if (extra.length > 0) logger.debug({ dev, addresses: extra }, 'dns listen addresses kept on the gateway device');
+      await ops.ensureGateway(dev, [...gatewayCidrs, ...extra.filter((c) => !gatewayCidrs.includes(c))], mtu);
     },
-    removeBridge: (bridge) => ops.removeBridge(bridge),
+    removeDevice: (dev) => ops.removeDevice(dev),
+    removeIdleBridge: (name) => ops.removeIdleBridge(name),
     addPod: (spec) => ops.addPod(spec),
     delPod: (hostIfname) => ops.delPod(hostIfname),
     checkPod: (spec) => ops.checkPod(spec),
   };
 }
 
-/** The node bridge (CNI's iproute2 ops, plus the `--dns-listen` addresses the node lacks) and forwarding. */
-export function createHostNet(bridge: string, config: Config, underlay: Underlay, logger: Logger, forwarding: (f: readonly (4 | 6)[]) => Promise<void>): HostNetPort {
-  const ops = withDnsAddresses(createIprouteNetnsOps(), config.dnsListen, logger);
+/**
+ * The node's pod gateway device (CNI's iproute2 ops, plus the `--dns-listen` addresses the node
+ * lacks) and forwarding. `ensureGateway` also retires the legacy pod bridge of an upgraded node once
+ * its last pod is gone (until then that bridge's block route keeps its pods reachable); a failure
+ * there is logged, never thrown, since the gateway itself is fine.
+ */
+export function createHostNet(gatewayDevice: string, config: Config, underlay: Underlay, logger: Logger, forwarding: (f: readonly (4 | 6)[]) => Promise<void>, netns: NetnsOps = createIprouteNetnsOps()): HostNetPort {
+  const ops = withDnsAddresses(netns, config.dnsListen, logger);
   const mtu = planMTU({ mtu: config.mtu, underlayMTU: underlay.mtu, underlayFamilies: [underlay.family], clusterCIDRs: config.clusterCIDRs });
+  let legacyGone = false;
+  let legacyLogged = false;
   return {
-    async ensureBridge(gatewayCIDRs) {
-      await ops.ensureBridge(bridge, gatewayCIDRs, mtu);
-      logger.info({ bridge, gateways: gatewayCIDRs, mtu }, 'bridge ready');
+    async ensureGateway(gatewayCIDRs) {
+      await ops.ensureGateway(gatewayDevice, gatewayCIDRs, mtu);
+      logger.info({ dev: gatewayDevice, gateways: gatewayCIDRs, mtu }, 'gateway device ready');
+      if (legacyGone) return;
+      try {
+        legacyGone = await ops.removeIdleBridge(LEGACY_BRIDGE);
+        if (legacyGone) logger.info({ bridge: LEGACY_BRIDGE }, 'legacy pod bridge gone');
+        else if (!legacyLogged) logger.info({ bridge: LEGACY_BRIDGE }, 'legacy pod bridge still has pods; removed once they are gone');
+        legacyLogged = true;
+      } catch (err) {
+        logger.warn({ err, bridge: LEGACY_BRIDGE }, 'cannot check the legacy pod bridge');
+      }
     },
     enableForwarding: forwarding,
-    removeBridge: () => ops.removeBridge(bridge),
+    async removeGateway() {
+      await ops.removeDevice(gatewayDevice);
+      await ops.removeDevice(LEGACY_BRIDGE);
+    },
   };
 }
 
@@ -326,7 +349,7 @@ export async function mountCni(api: ApiServer, config: Config, agent: Agent, mtu
       if (outside.length > 0) {
         logger.warn({ pods: outside.slice(0, 10).map((a) => `${a.podNamespace ?? '?'}/${a.podName ?? a.containerId}`), count: outside.length }, 'pods hold addresses outside the new block and must be restarted');
       }
-      await handler.ensureBridge();
+      await handler.ensureGateway();
     },
     async close() {
       clearInterval(timer);

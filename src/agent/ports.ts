@@ -74,14 +74,17 @@ export interface DnsPort {
   close(): Promise<void>;
 }
 
-/** Node-level network setup the CNI side owns (the bridge with the gateway address) plus forwarding. */
+/** Node-level network setup the CNI side owns (the gateway device with the gateway address) plus forwarding. */
 export interface HostNetPort {
-  /** Creates/adopts bridge `weftbr0` carrying the gateway addresses (e.g. 10.244.3.1/24); idempotent. */
-  ensureBridge(gatewayCIDRs: readonly string[]): Promise<void>;
+  /**
+   * Creates/adopts the gateway device `weftgw0` carrying the gateway addresses (e.g. 10.244.3.1/24)
+   * that pods on routed veths use as next hop, DNS server and mesh IP; idempotent.
+   */
+  ensureGateway(gatewayCIDRs: readonly string[]): Promise<void>;
   /** Enables IPv4 (and IPv6 when dual stack) forwarding in this network namespace; idempotent. */
   enableForwarding(families: readonly (4 | 6)[]): Promise<void>;
-  /** Removes the bridge (uninstall). */
-  removeBridge(): Promise<void>;
+  /** Removes the gateway device and a legacy pod bridge `weftbr0` (uninstall); absent devices are fine. */
+  removeGateway(): Promise<void>;
 }
 
 /**

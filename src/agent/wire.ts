@@ -32,6 +32,10 @@ import { loadOrCreateSecretFile, requireSecretFile } from './secrets.ts';
 import { followKubeSeeds, mergeKubeSnapshot } from './kube.ts';
 import { cniPodsFromAllocations, podsToRemove } from '../k8s/pod-gc.ts';
 import { delQueueDir } from '../cni/del-queue.ts';
+import { GATEWAY_DEVICE } from '../cni/devices.ts';
+import { createIprouteNetnsOps } from '../cni/netns.ts';
+import { hostVethName } from '../cni/spec.ts';
+import { PodIpam } from '../ipam/pods.ts';
 import { LinuxRtNetlink } from '../datapath/rtnetlink-linux.ts';
 import { detectUnderlay, enableForwarding, endpointOf, resolveSeeds, systemLookup } from './underlay.ts';
 import { createMeshFromConfig, createDatapath, createHostNet, createDns, mountCni, type CniMount, type Datapath, type Dns } from './components.ts';
@@ -45,9 +49,6 @@ async function rtnetlinkMtu(ifname: string): Promise<number | undefined> {
     await rt.close();
   }
 }
-
-/** Bridge carrying the pod gateway address (decision: `weftbr0`). */
-export const BRIDGE = 'weftbr0';
 
 /** A running agent process: its logger and a graceful stop (keeps the datapath; leaves the mesh only with --leave-on-exit). */
 export interface RunningAgent {
@@ -152,7 +153,7 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
     mountMeshKeyRoutes(api, meshKeys);
     mesh = await createMeshFromConfig(config, underlay.addr, identitySeed.value, meshKeys.keyring, logger.child({ component: 'mesh' }));
     cleanups.push(() => mesh!.stop());
-    const hostNet: HostNetPort = createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding);
+    const hostNet: HostNetPort = createHostNet(GATEWAY_DEVICE, config, underlay, logger.child({ component: 'cni' }), enableForwarding);
     dns = createDns(config, logger.child({ component: 'dns' }), { onServer: (srv) => dnsMetrics(srv) });
     cleanups.push(() => dns!.close());
 
@@ -295,7 +296,9 @@ export async function runAgent(flagConfig: Config, opts: { logger?: Logger } = {
 
 /**
  * Removes everything weft created on this node: its routes and WireGuard interface (through the
- * datapath reconciler, which only removes what carries weft's marks), the pod bridge, the API
+ * datapath reconciler, which only removes what carries weft's marks), the host ends of the pod veths
+ * weft's address store lists (their host routes and neighbour entries go with them), the pod gateway
+ * device `weftgw0` and a legacy pod bridge `weftbr0`, the API
  * socket, the pod block claim and the pod address store. The keys stay so that a reinstalled
  * node keeps its mesh identity (members pin it on first join); `purge` removes the whole state
  * directory too.
@@ -330,9 +333,15 @@ export async function uninstall(config: Config, opts: { purge?: boolean; logger?
       await dp.stop();
     }
   });
-  await step('bridge', async () => {
+  await step('pod veths', async () => {
+    if (!existsSync(join(config.stateDir, 'ipam'))) return;
+    const ipam = await PodIpam.open({ stateDir: config.stateDir, blocks: [], logger: logger.child({ component: 'ipam' }) });
+    const ops = createIprouteNetnsOps();
+    for (const name of new Set(ipam.list().map((a) => hostVethName(a.containerId, a.ifname)))) await ops.delPod(name);
+  });
+  await step('gateway device', async () => {
     const underlay = { addr: '', family: 4 as const, ifname: '', mtu: 1500 };
-    await createHostNet(BRIDGE, config, underlay, logger.child({ component: 'cni' }), enableForwarding).removeBridge();
+    await createHostNet(GATEWAY_DEVICE, config, underlay, logger.child({ component: 'cni' }), enableForwarding).removeGateway();
   });
   await step('socket', () => rm(config.socketPath, { force: true }));
   // wireguard-go's pid file and log (the process itself went with the device above).

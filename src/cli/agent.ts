@@ -34,7 +34,7 @@ export function registerAgentCommand(program: Command): void {
   for (const o of AGENT_OPTIONS) {
     cmd.option(`${o.flag} ${o.arg}`, `${o.help} [${o.env}]${o.default ? ` (default: ${o.default === '' ? 'none' : o.default})` : ''}`);
   }
-  cmd.option('--uninstall', 'remove everything weft created on this node (interface, routes, bridge, pod block and addresses), keep the keys, and exit');
+  cmd.option('--uninstall', 'remove everything weft created on this node (interface, routes, pod gateway device weftgw0 and a legacy weftbr0, pod block and addresses), keep the keys, and exit');
   cmd.option('--purge', 'with --uninstall: also delete the state directory (keys included; the node rejoins as a new identity)');
   cmd.action(async (opts: Record<string, unknown>) => {
     const config = configOrExit(opts, process.env);

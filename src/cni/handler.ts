@@ -9,14 +9,11 @@ import type { Logger } from 'pino';
 import { ApiError, type ApiHandler, type ApiRequest } from '../api/server.ts';
 import type { PodRecord } from '../model.ts';
 import { gatewayOf } from '../ipam/blocks.ts';
-import { parseCidr } from '../ipam/cidr.ts';
 import { IpamExhaustedError, IpamStateError, type PodAllocation, type PodIpam } from '../ipam/pods.ts';
 import { drainDelQueue, type QueuedDel } from './del-queue.ts';
+import { GATEWAY_DEVICE } from './devices.ts';
 import type { NetnsOps } from './netns.ts';
 import { CNI_LIMITS, CniCode, CniError, CURRENT_VERSION, hostVethName, type CniResult, type ForwardedRequest } from './spec.ts';
-
-/** Bridge name fixed by the design decisions. */
-export const BRIDGE = 'weftbr0';
 
 /** Options of {@link createCniHandler}. */
 export interface CniHandlerOptions {
@@ -31,7 +28,8 @@ export interface CniHandlerOptions {
   readonly dnsZone?: string;
   /** State directory holding the DEL queue (see {@link drainDelQueue}). */
   readonly stateDir: string;
-  readonly bridge?: string;
+  /** Node-side device carrying the gateway addresses. Default {@link GATEWAY_DEVICE}. */
+  readonly gatewayDevice?: string;
   /** Random bytes (injected for tests); used for locally administered MAC addresses. */
   readonly randomBytes?: (n: number) => Uint8Array;
 }
@@ -62,8 +60,8 @@ export interface CniHandler {
   status(): Promise<void>;
   /** Releases DELs the plugin queued while the agent was down. Call at start (before serving) and on resync. */
   drainDelQueue(): Promise<{ drained: number; failed: number; dropped: number }>;
-  /** Creates/adopts the bridge with the gateway address of every current block. Idempotent. */
-  ensureBridge(): Promise<void>;
+  /** Creates/adopts the gateway device with the gateway address of every current block. Idempotent. */
+  ensureGateway(): Promise<void>;
   stats(): Readonly<CniStats>;
   /** `POST /v1/cni/{add,del,check,gc}` and `GET /v1/cni/status`, to mount with `ApiServer.route` (unix socket only). */
   routes(): CniRoute[];
@@ -116,14 +114,14 @@ export function httpStatusOf(code: number): number {
 /** Creates the handler. It keeps no state of its own besides counters; the allocator holds the truth. */
 export function createCniHandler(opts: CniHandlerOptions): CniHandler {
   const log = opts.logger;
-  const bridge = opts.bridge ?? BRIDGE;
+  const gatewayDevice = opts.gatewayDevice ?? GATEWAY_DEVICE;
   const mtu = opts.mtu ?? 1420;
   const zone = (opts.dnsZone ?? 'weft.local').replace(/\.$/, '');
   const rand = opts.randomBytes ?? ((n: number) => randomBytes(n));
   const stats: CniStats = { adds: 0, dels: 0, checks: 0, gcs: 0, errors: 0 };
   // Serializes commands per attachment (a runtime may race ADD and DEL of one container).
   const locks = new Map<string, Promise<unknown>>();
-  let bridgeFor: string | undefined; // gateway set the bridge was last ensured for
+  let gatewayFor: string | undefined; // gateway set the gateway device was last ensured for
 
   const locked = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
     const prev = locks.get(key) ?? Promise.resolve();
@@ -146,20 +144,20 @@ export function createCniHandler(opts: CniHandlerOptions): CniHandler {
 
   const gateways = () => opts.ipam.blocks.map((b) => gatewayOf(b));
 
-  const ensureBridge = async (force = false) => {
+  const ensureGateway = async (force = false) => {
     const gw = gateways().map((g) => g.cidr);
     const key = gw.join(',');
-    if (!force && bridgeFor === key) return;
-    await opts.netns.ensureBridge(bridge, gw, mtu);
-    bridgeFor = key;
+    if (!force && gatewayFor === key) return;
+    await opts.netns.ensureGateway(gatewayDevice, gw, mtu);
+    gatewayFor = key;
   };
 
   const spec = (req: ForwardedRequest, allocs: readonly PodAllocation[], hostMac: string, podMac: string) => ({
     netns: req.netns,
     ifname: req.ifname,
     hostIfname: hostVethName(req.containerId, req.ifname),
-    bridge,
-    addresses: allocs.map((a) => `${a.ip}/${parseCidr(a.block).prefix}`),
+    // Routed veth: the pod holds its address alone; everything goes via the gateway.
+    addresses: allocs.map((a) => `${a.ip}/${a.ip.includes(':') ? 128 : 32}`),
     gateways: allocs.map((a) => gatewayOf(a.block).ip),
     mtu,
     hostMac,
@@ -188,15 +186,16 @@ export function createCniHandler(opts: CniHandlerOptions): CniHandler {
       }
       const s = spec(req, allocs, mac(rand), mac(rand));
       try {
-        await ensureBridge();
+        await ensureGateway();
         try {
           await opts.netns.addPod(s);
         } catch (err) {
-          // The bridge may have been removed behind our back, or a stale host veth of this
-          // attachment survived an agent crash: clear both causes once and retry.
-          log.warn({ err, containerId: req.containerId }, 'pod link setup failed; re-ensuring the bridge and retrying once');
+          // The gateway device may have been removed behind our back (the host routes name its
+          // address as source), or a stale host veth of this attachment survived an agent crash:
+          // clear both causes once and retry.
+          log.warn({ err, containerId: req.containerId }, 'pod link setup failed; re-ensuring the gateway device and retrying once');
           await opts.netns.delPod(s.hostIfname);
-          await ensureBridge(true);
+          await ensureGateway(true);
           await opts.netns.addPod(s);
         }
       } catch (err) {
@@ -296,7 +295,7 @@ export function createCniHandler(opts: CniHandlerOptions): CniHandler {
     check,
     gc,
     status,
-    ensureBridge: () => ensureBridge(true),
+    ensureGateway: () => ensureGateway(true),
     stats: () => ({ ...stats }),
     drainDelQueue: () =>
       drainDelQueue({

@@ -54,7 +54,7 @@ export interface RouteScope {
   readonly clusterCIDRs: readonly string[];
   /** Remote pod CIDRs (the peers' allowed IPs). */
   readonly remoteCIDRs: readonly string[];
-  /** This node's own pod blocks (on the bridge; exempt). */
+  /** This node's own pod blocks (gateway on weftgw0, pods' /32 routes on their routed veths; exempt). */
   readonly localCIDRs: readonly string[];
 }
 

@@ -46,15 +46,15 @@ class RecordingDatapath implements DatapathPort {
 }
 
 class RecordingHostNet implements HostNetPort {
-  bridges: string[] = [];
+  gateways: string[] = [];
   forwarding: (4 | 6)[][] = [];
-  async ensureBridge(cidrs: readonly string[]): Promise<void> {
-    this.bridges.push(...cidrs);
+  async ensureGateway(cidrs: readonly string[]): Promise<void> {
+    this.gateways.push(...cidrs);
   }
   async enableForwarding(f: readonly (4 | 6)[]): Promise<void> {
     this.forwarding.push([...f]);
   }
-  async removeBridge(): Promise<void> {}
+  async removeGateway(): Promise<void> {}
 }
 
 class RecordingDns implements DnsPort {
@@ -151,7 +151,7 @@ describe('Agent over a fake mesh', () => {
         expect(p.endpoint).toBe(`192.0.2.${10 + j}:51820`);
         expect(p.allowedIPs).toEqual([`10.244.${j}.0/24`, `10.244.${j}.1/32`]);
       }
-      expect(n.host.bridges).toEqual([`10.244.${i}.1/24`]);
+      expect(n.host.gateways).toEqual([`10.244.${i}.1/24`]);
       expect(n.host.forwarding).toEqual([[4]]);
       expect(n.agent.self?.meshIP).toBe(`10.244.${i}.1`);
     }
@@ -203,7 +203,7 @@ describe('Agent over a fake mesh', () => {
     const newBlock = newer.agent.claim!.podCIDRs[0]!;
     expect(older.dp.last()!.peers[0]!.allowedIPs).toContain(newBlock);
     expect(newer.dp.last()!.peers[0]!.allowedIPs).toContain('10.244.77.0/24');
-    expect(newer.host.bridges.at(-1)).toBe(newBlock.replace('.0/24', '.1/24'));
+    expect(newer.host.gateways.at(-1)).toBe(newBlock.replace('.0/24', '.1/24'));
   });
 
   it('publishes local pods and withdraws deleted ones; remotes see them for DNS', async () => {
@@ -337,14 +337,14 @@ describe('Agent with the real datapath reconciler over fake WireGuard and fake r
 });
 
 describe('resync', () => {
-  it('re-ensures the bridge on every resync (drift repair on the node side)', async () => {
+  it('re-ensures the gateway device on every resync (drift repair on the node side)', async () => {
     const a = makeNode('n0', 0, { podCidr: '10.244.0.0/24' });
     await a.agent.start();
     await settle([a]);
-    expect(a.host.bridges).toEqual(['10.244.0.1/24']);
+    expect(a.host.gateways).toEqual(['10.244.0.1/24']);
     a.agent.trigger('resync');
     await settle([a]);
-    expect(a.host.bridges).toEqual(['10.244.0.1/24', '10.244.0.1/24']);
+    expect(a.host.gateways).toEqual(['10.244.0.1/24', '10.244.0.1/24']);
   });
 });
 

@@ -20,8 +20,8 @@ export class LastDatapath implements DatapathPort {
   async uninstall(): Promise<void> {}
 }
 
-/** Host networking that does nothing (no bridge, no sysctls). */
-export const noopHostNet: HostNetPort = { ensureBridge: async () => {}, enableForwarding: async () => {}, removeBridge: async () => {} };
+/** Host networking that does nothing (no gateway device, no sysctls). */
+export const noopHostNet: HostNetPort = { ensureGateway: async () => {}, enableForwarding: async () => {}, removeGateway: async () => {} };
 
 /** A fake mesh member that members see behind NAT once `observed` is set (the snapshot's `observedSelf`). */
 export class NattedMesh extends FakeMesh {

@@ -30,33 +30,38 @@ describe('DNS forwarding allow list', () => {
   });
 });
 
-describe('--dns-listen addresses on the bridge', () => {
+describe('--dns-listen addresses on the gateway device', () => {
   const hp = (s: string) => parseConfig({ name: 'n1', dnsListen: s }, {}).dnsListen;
 
   it('adds the listen addresses no other interface carries, as host routes', () => {
     const node = [
       { ifname: 'lo', addr: '127.0.0.1' },
       { ifname: 'eth0', addr: '192.0.2.11' },
-      { ifname: 'weftbr0', addr: '10.244.1.1' },
-      { ifname: 'weftbr0', addr: '169.254.20.11' }, // added by an earlier run: still ours
+      { ifname: 'weftgw0', addr: '10.244.1.1' },
+      { ifname: 'weftgw0', addr: '169.254.20.11' }, // added by an earlier run: still ours
     ];
-    expect(missingDnsAddresses(hp('169.254.20.11:53,192.0.2.11:53,127.0.0.1:5353,0.0.0.0:53,[fd00::53]:53,169.254.20.11:5353'), node, 'weftbr0')).toEqual([
+    expect(missingDnsAddresses(hp('169.254.20.11:53,192.0.2.11:53,127.0.0.1:5353,0.0.0.0:53,[fd00::53]:53,169.254.20.11:5353'), node, 'weftgw0')).toEqual([
       '169.254.20.11/32',
       'fd00::53/128',
     ]);
-    expect(missingDnsAddresses([], node, 'weftbr0')).toEqual([]);
+    expect(missingDnsAddresses([], node, 'weftgw0')).toEqual([]);
+    // Upgraded from the bridge version: the address on the legacy bridge is weft's too, so it moves
+    // to the gateway device; on a device of someone else's it stays there.
+    const upgraded = [{ ifname: 'weftbr0', addr: '169.254.20.11' }];
+    expect(missingDnsAddresses(hp('169.254.20.11:53'), upgraded, ['weftgw0', 'weftbr0'])).toEqual(['169.254.20.11/32']);
+    expect(missingDnsAddresses(hp('169.254.20.11:53'), upgraded, 'weftgw0')).toEqual([]);
   });
 
-  it('every ensureBridge (agent repair and CNI) keeps them, so a repair never strips them', async () => {
+  it('every ensureGateway (agent repair and CNI) keeps them, so a repair never strips them', async () => {
     const ops = new FakeNetns();
     let node = [{ ifname: 'eth0', addr: '192.0.2.11' }];
     const wrapped = withDnsAddresses(ops, hp('169.254.20.11:53'), log, async () => node);
-    await wrapped.ensureBridge('weftbr0', ['10.244.1.1/24'], 1400);
-    expect(ops.calls.at(-1)).toBe('ensureBridge weftbr0 10.244.1.1/24,169.254.20.11/32');
+    await wrapped.ensureGateway('weftgw0', ['10.244.1.1/24'], 1400);
+    expect(ops.calls.at(-1)).toBe('ensureGateway weftgw0 10.244.1.1/24,169.254.20.11/32');
     // Someone else put the address on the node: weft no longer claims it.
     node = [...node, { ifname: 'nodelocaldns', addr: '169.254.20.11' }];
-    await wrapped.ensureBridge('weftbr0', ['10.244.1.1/24'], 1400);
-    expect(ops.calls.at(-1)).toBe('ensureBridge weftbr0 10.244.1.1/24');
+    await wrapped.ensureGateway('weftgw0', ['10.244.1.1/24'], 1400);
+    expect(ops.calls.at(-1)).toBe('ensureGateway weftgw0 10.244.1.1/24');
     // Without --dns-listen the ops are used as they are.
     expect(withDnsAddresses(ops, [], log)).toBe(ops);
   });

@@ -98,7 +98,7 @@ describe('blockLost', () => {
 describe('underlay', () => {
   const ifaces = {
     lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '', internal: true, cidr: '127.0.0.1/8' }],
-    weftbr0: [{ address: '10.244.0.1', netmask: '255.255.255.0', family: 'IPv4', mac: '', internal: false, cidr: '10.244.0.1/24' }],
+    weftgw0: [{ address: '10.244.0.1', netmask: '255.255.255.0', family: 'IPv4', mac: '', internal: false, cidr: '10.244.0.1/24' }],
     eth0: [
       { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '', internal: false, cidr: 'fe80::1/64', scopeid: 2 },
       { address: '192.0.2.7', netmask: '255.255.255.0', family: 'IPv4', mac: '', internal: false, cidr: '192.0.2.7/24' },

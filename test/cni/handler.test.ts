@@ -50,11 +50,12 @@ describe('CNI handler', () => {
         { name: hostVethName('a', 'eth0'), mac: '02:01:01:01:01:01', mtu: 1400 },
         { name: 'eth0', mac: '02:02:02:02:02:02', mtu: 1400, sandbox: '/var/run/netns/a' },
       ],
-      ips: [{ address: '10.244.5.2/24', gateway: '10.244.5.1', interface: 1 }],
+      ips: [{ address: '10.244.5.2/32', gateway: '10.244.5.1', interface: 1 }],
       routes: [{ dst: '0.0.0.0/0', gw: '10.244.5.1' }],
       dns: { nameservers: ['10.244.5.1'], search: ['default.pod.weft.test', 'pod.weft.test'] },
     });
-    expect(net.bridges.get('weftbr0')).toEqual(new Set(['10.244.5.1/24']));
+    expect(net.gateways.get('weftgw0')).toEqual(new Set(['10.244.5.1/24']));
+    expect(net.links.get(hostVethName('a', 'eth0'))).toMatchObject({ addresses: ['10.244.5.2/32'], gateways: ['10.244.5.1'], hostMac: '02:01:01:01:01:01', podMac: '02:02:02:02:02:02' });
     expect(published.at(-1)).toEqual([{ name: 'pod-a', namespace: 'default', ips: ['10.244.5.2'] }]);
   });
 
@@ -64,18 +65,31 @@ describe('CNI handler', () => {
     expect(published.at(-1)).toEqual([]);
   });
 
-  it('ensures the bridge once, and re-ensures it when a link setup fails', async () => {
+  it('ensures the gateway device once, and re-ensures it when a link setup fails', async () => {
     await handler.add(req('a'));
     await handler.add(req('b'));
-    expect(net.calls.filter((c) => c.startsWith('ensureBridge'))).toHaveLength(1);
-    net.bridges.clear();
+    expect(net.calls.filter((c) => c.startsWith('ensureGateway'))).toHaveLength(1);
+    net.gateways.clear();
     await handler.add(req('c'));
-    expect(net.calls.filter((c) => c.startsWith('ensureBridge'))).toHaveLength(2);
+    expect(net.calls.filter((c) => c.startsWith('ensureGateway'))).toHaveLength(2);
+    expect(net.gateways.get('weftgw0')).toEqual(new Set(['10.244.5.1/24']));
+  });
+
+  it('dual stack: one /32 and one /128 with their own gateways; DNS prefers the IPv4 gateway', async () => {
+    ipam.setBlocks(['10.244.5.0/24', 'fd00:5::/120']);
+    const r = await handler.add(req('a'));
+    expect(r.ips).toEqual([
+      { address: '10.244.5.2/32', gateway: '10.244.5.1', interface: 1 },
+      { address: 'fd00:5::2/128', gateway: 'fd00:5::1', interface: 1 },
+    ]);
+    expect(r.routes).toEqual([{ dst: '0.0.0.0/0', gw: '10.244.5.1' }, { dst: '::/0', gw: 'fd00:5::1' }]);
+    expect(r.dns?.nameservers).toEqual(['10.244.5.1']);
+    expect(net.gateways.get('weftgw0')).toEqual(new Set(['10.244.5.1/24', 'fd00:5::1/120']));
   });
 
   it('a failed ADD releases the fresh address and returns code 999 with details', async () => {
     net.failNextAdd = new Error('boom');
-    net.bridges.set('weftbr0', new Set());
+    net.gateways.set('weftgw0', new Set(['10.244.5.1/24']));
     await handler.add(req('a')).catch(() => {}); // first call also ensures; failNextAdd consumed, retry succeeds
     expect(ipam.get({ containerId: 'a', ifname: 'eth0' })).toHaveLength(1);
     await expect(handler.add(req('zzz'))).rejects.toMatchObject({ name: 'CniError', code: 999, details: expect.stringMatching(/does not exist/) });
@@ -84,11 +98,11 @@ describe('CNI handler', () => {
 
   it('a stale host veth left by a crash is replaced', async () => {
     await handler.add(req('a'));
-    const stale = { ...net.links.get(hostVethName('a', 'eth0'))!, hostIfname: hostVethName('b', 'eth0'), netns: '/var/run/netns/b', addresses: ['10.244.5.99/24'] };
+    const stale = { ...net.links.get(hostVethName('a', 'eth0'))!, hostIfname: hostVethName('b', 'eth0'), netns: '/var/run/netns/b', addresses: ['10.244.5.99/32'] };
     net.links.set(hostVethName('b', 'eth0'), stale);
     const r = await handler.add(req('b'));
-    expect(r.ips[0]!.address).toBe('10.244.5.3/24');
-    expect(net.links.get(hostVethName('b', 'eth0'))!.addresses).toEqual(['10.244.5.3/24']);
+    expect(r.ips[0]!.address).toBe('10.244.5.3/32');
+    expect(net.links.get(hostVethName('b', 'eth0'))!.addresses).toEqual(['10.244.5.3/32']);
   });
 
   it('repeated ADD keeps the address and rebuilds the link', async () => {
@@ -139,7 +153,10 @@ describe('CNI handler', () => {
     await handler.add(req('a'));
     await handler.check(req('a', 'CHECK'));
     await expect(handler.check(req('b', 'CHECK'))).rejects.toMatchObject({ code: 3 });
-    await expect(handler.check(req('a', 'CHECK', { prevResult: { ips: [{ address: '10.9.9.9/24' }] } }))).rejects.toMatchObject({ code: 999, details: expect.stringMatching(/prevResult does not list 10.244.5.2\/24/) });
+    await expect(handler.check(req('a', 'CHECK', { prevResult: { ips: [{ address: '10.9.9.9/24' }] } }))).rejects.toMatchObject({ code: 999, details: expect.stringMatching(/prevResult does not list 10.244.5.2\/32/) });
+    await handler.check(req('a', 'CHECK', { prevResult: { ips: [{ address: '10.244.5.2/32' }] } }));
+    net.hostRoutesGone.add(hostVethName('a', 'eth0'));
+    await expect(handler.check(req('a', 'CHECK'))).rejects.toMatchObject({ code: 999, details: expect.stringMatching(/host route 10.244.5.2\/32 dev wv[0-9a-f]{11} missing/) });
     net.links.clear();
     await expect(handler.check(req('a', 'CHECK'))).rejects.toMatchObject({ details: expect.stringMatching(/missing/) });
   });

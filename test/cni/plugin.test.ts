@@ -69,7 +69,7 @@ describe('weft-cni ADD/CHECK/DEL for every version', () => {
     const result = add.json!;
     expect(result.cniVersion).toBe(v);
     const ip = (result.ips as Record<string, unknown>[])[0]!;
-    expect(ip).toMatchObject({ address: expect.stringMatching(/^10\.244\.9\.\d+\/24$/), gateway: '10.244.9.1', interface: 1 });
+    expect(ip).toMatchObject({ address: expect.stringMatching(/^10\.244\.9\.\d+\/32$/), gateway: '10.244.9.1', interface: 1 });
     if (v.startsWith('0.')) expect(ip.version).toBe('4');
     else expect(ip).not.toHaveProperty('version');
     expect((result.interfaces as Record<string, unknown>[])[1]).toMatchObject({ name: 'eth0', sandbox: `/var/run/netns/${id}` });

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabHost, type NodeHandle } from '../../src/lab/host.ts';
+import { hostVethName } from '../../src/cni/spec.ts';
 import type { AgentStatus } from '../../src/agent/agent.ts';
 import { labPrerequisites } from './prerequisites.ts';
 
@@ -221,11 +222,24 @@ describe.skipIf(skip)('weft agent processes in lab nodes (root, wireguard-go)', 
     expect((await sh(1, 'ip link show weft0')).code).toBe(0);
   });
 
-  it('--uninstall removes the interface, routes, bridge, block and addresses, and keeps the keys', async () => {
+  it('--uninstall removes the interface, routes, pod veths, gateway device (and a legacy bridge), block and addresses, and keeps the keys', async () => {
+    expect((await sh(2, 'ip link show weftgw0')).code).toBe(0);
+    // A pod veth the store lists (with its host route), and the pod bridge of an earlier weft
+    // version with a port still on it (a node upgraded in place).
+    const veth = hostVethName('wrt-uninstall', 'eth0');
+    await writeFile(join(nodes[1]!.stateDir, 'ipam', 'pods.json'), JSON.stringify({ version: 1, cursors: {}, allocations: [{ containerId: 'wrt-uninstall', ifname: 'eth0', ip: '10.244.2.9', block: '10.244.2.0/24', allocatedAt: 1 }] }));
+    for (const cmd of [`ip link add ${veth} type veth peer name wrtpeer0`, `ip link set ${veth} up`, `ip route add 10.244.2.9/32 dev ${veth}`,
+      'ip link add weftbr0 type bridge', 'ip link add wrtold0 master weftbr0 type veth peer name wrtold1']) {
+      expect((await sh(2, cmd)).code, cmd).toBe(0);
+    }
     const r = await host.exec(nodes[1]!, [NODE, MAIN, 'agent', '--uninstall', '--name', `${PREFIX}-n2`, '--backend', 'userspace'], { check: false, timeoutMs: 30_000 });
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect((await sh(2, 'ip link show weft0')).code).not.toBe(0);
+    expect((await sh(2, 'ip link show weftgw0')).code).not.toBe(0);
     expect((await sh(2, 'ip link show weftbr0')).code).not.toBe(0);
+    expect((await sh(2, `ip link show ${veth}`)).code).not.toBe(0);
+    expect((await sh(2, 'ip -o route show 10.244.2.9/32')).stdout).toBe('');
+    await sh(2, 'ip link del wrtold0');
     expect(JSON.parse((await sh(2, 'ip -j route show proto 147')).stdout || '[]')).toEqual([]);
     const state = await readdir(nodes[1]!.stateDir);
     expect(state).toContain('wg.key');

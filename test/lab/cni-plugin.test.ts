@@ -1,6 +1,6 @@
 /**
  * The plugin process, exactly as a runtime calls it, against the agent's real API server and CNI
- * handler with real namespaces (`wcni-pl-*`): ADD/CHECK/DEL, an agent restart in the middle
+ * handler with real namespaces (`wrt-pl-*`; pods on routed veths): ADD/CHECK/DEL, an agent restart in the middle
  * (addresses survive, none is handed out twice), and DELs queued while the agent is down and
  * drained when it comes back (host veth removed, address released).
  */
@@ -18,8 +18,8 @@ import { PodIpam } from '../../src/ipam/pods.ts';
 import { runPlugin } from '../cni/run-plugin.ts';
 
 const isRoot = process.getuid?.() === 0;
-const NODE = 'wcni-pl-node';
-const PODS = ['wcni-pl-p1', 'wcni-pl-p2', 'wcni-pl-p3'];
+const NODE = 'wrt-pl-node';
+const PODS = ['wrt-pl-p1', 'wrt-pl-p2', 'wrt-pl-p3'];
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const log = pino({ level: 'silent' });
 
@@ -65,7 +65,9 @@ describe.skipIf(!isRoot)('weft-cni process against a real agent handler in names
       try { sh('ip', ['netns', 'del', n]); } catch { /* not there */ }
       sh('ip', ['netns', 'add', n]);
     }
-    dir = await mkdtemp(join(tmpdir(), 'wcni-pl-'));
+    // The agent enables forwarding on the node; same-node pods are routed, not bridged.
+    sh('ip', ['netns', 'exec', NODE, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    dir = await mkdtemp(join(tmpdir(), 'wrt-pl-'));
     sock = join(dir, 'weft.sock');
     await startAgent();
   });
@@ -77,14 +79,22 @@ describe.skipIf(!isRoot)('weft-cni process against a real agent handler in names
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('ADD, CHECK and pod-to-pod ping through the bridge', async () => {
+  it('ADD, CHECK (with the prevResult) and same-node pod-to-pod ping over routed veths', async () => {
     const a = await runPlugin(env('ADD', PODS[0]!), conf());
     expect(a.code).toBe(0);
-    expect(a.json).toMatchObject({ cniVersion: '1.0.0', ips: [{ address: '10.244.8.2/24', gateway: '10.244.8.1', interface: 1 }] });
+    expect(a.json).toMatchObject({ cniVersion: '1.0.0', ips: [{ address: '10.244.8.2/32', gateway: '10.244.8.1', interface: 1 }], routes: [{ dst: '0.0.0.0/0', gw: '10.244.8.1' }] });
     const b = await runPlugin(env('ADD', PODS[1]!), conf());
-    expect(b.json).toMatchObject({ ips: [{ address: '10.244.8.3/24' }] });
-    expect((await runPlugin(env('CHECK', PODS[0]!), conf())).code).toBe(0);
+    expect(b.json).toMatchObject({ ips: [{ address: '10.244.8.3/32' }] });
+    const withPrev = JSON.stringify({ ...JSON.parse(conf()), prevResult: a.json });
+    expect((await runPlugin(env('CHECK', PODS[0]!), withPrev)).code).toBe(0);
     sh('ip', ['netns', 'exec', PODS[0]!, 'ping', '-c', '1', '-W', '2', '10.244.8.3']);
+    sh('ip', ['netns', 'exec', NODE, 'ping', '-c', '1', '-W', '2', '10.244.8.2']);
+    // A host route deleted behind weft's back: CHECK reports it (code 999).
+    sh('ip', ['-n', NODE, 'route', 'del', '10.244.8.3/32']);
+    const bad = await runPlugin(env('CHECK', PODS[1]!), conf());
+    expect(bad.json).toMatchObject({ code: 999, details: expect.stringMatching(/host route 10.244.8.3\/32 dev wv[0-9a-f]{11} missing/) });
+    sh('ip', ['-n', NODE, 'route', 'add', '10.244.8.3/32', 'dev', hostVethName(`cid-${PODS[1]}`, 'eth0')]);
+    expect((await runPlugin(env('CHECK', PODS[1]!), conf())).code).toBe(0);
   });
 
   it('an agent restart keeps every address; the next ADD gets a fresh one', async () => {
@@ -94,7 +104,7 @@ describe.skipIf(!isRoot)('weft-cni process against a real agent handler in names
     await startAgent();
     expect(ipam.list().map((x) => x.ip)).toEqual(['10.244.8.2', '10.244.8.3']);
     const c = await runPlugin(env('ADD', PODS[2]!), conf());
-    expect(c.json).toMatchObject({ ips: [{ address: '10.244.8.4/24' }] });
+    expect(c.json).toMatchObject({ ips: [{ address: '10.244.8.4/32' }] });
   });
 
   it('DEL while the agent is down succeeds, and the agent drains it at start', async () => {
@@ -115,5 +125,9 @@ describe.skipIf(!isRoot)('weft-cni process against a real agent handler in names
     expect((await runPlugin(env('DEL', PODS[0]!), conf())).code).toBe(0);
     expect(hostLinkExists(PODS[0]!)).toBe(false);
     expect(ipam.list()).toEqual([]);
+    // Nothing of any pod left on the node: no veth, no host route, no neighbour; only weftgw0.
+    expect(JSON.parse(sh('ip', ['-n', NODE, '-j', 'link', 'show'])).map((l: { ifname: string }) => l.ifname).sort()).toEqual(['lo', 'weftgw0']);
+    expect(JSON.parse(sh('ip', ['-n', NODE, '-j', 'route', 'show'])).map((r: { dst: string }) => r.dst)).toEqual(['10.244.8.0/24']);
+    expect(JSON.parse(sh('ip', ['-n', NODE, '-j', 'neigh', 'show']) || '[]')).toEqual([]);
   });
 });

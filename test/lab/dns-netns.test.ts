@@ -1,7 +1,7 @@
 /**
- * DNS in network namespaces, the way pods use it: a "node" namespace with the pod bridge weftbr0
+ * DNS in network namespaces, the way pods use it: a "node" namespace with the gateway device weftgw0
  * carrying the gateway 10.244.1.1/24 and weft's DNS service on 10.244.1.1:53 (the real port), and a
- * "pod" namespace wired to it by a veth, whose resolv.conf (ip netns exec bind-mounts
+ * "pod" namespace wired to it by the CNI's own routed veth (iproute2 NetnsOps), whose resolv.conf (ip netns exec bind-mounts
  * /etc/netns/<ns>/resolv.conf) is what the CNI result's dns section yields: nameserver = gateway,
  * search `<ns>.pod.weft.local pod.weft.local`. dig (dnsutils) resolves a pod on another node by its
  * full name and by its short name, PTR works, and a deleted pod's name is gone after the update.
@@ -12,6 +12,7 @@ import { mkdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createIprouteNetnsOps } from '../../src/cni/netns.ts';
 import type { DnsSource } from '../../src/dns/service.ts';
 import type { NodeInfo } from '../../src/model.ts';
 import { labPrerequisites } from './prerequisites.ts';
@@ -53,15 +54,12 @@ describe.skipIf(skip)(`DNS from a pod namespace through the node gateway${why}`,
     sh(['ip', 'netns', 'add', podNs]);
     const inNode = (args: string[]) => sh(['ip', '-n', nodeNs, ...args]);
     inNode(['link', 'set', 'lo', 'up']);
-    inNode(['link', 'add', 'weftbr0', 'type', 'bridge']);
-    inNode(['addr', 'add', '10.244.1.1/24', 'dev', 'weftbr0']);
-    inNode(['link', 'set', 'weftbr0', 'up']);
-    inNode(['link', 'add', vethHost, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs]);
-    inNode(['link', 'set', vethHost, 'master', 'weftbr0', 'up']);
-    sh(['ip', '-n', podNs, 'link', 'set', 'lo', 'up']);
-    sh(['ip', '-n', podNs, 'addr', 'add', '10.244.1.2/24', 'dev', 'eth0']);
-    sh(['ip', '-n', podNs, 'link', 'set', 'eth0', 'up']);
-    sh(['ip', '-n', podNs, 'route', 'add', 'default', 'via', '10.244.1.1']);
+    const ops = createIprouteNetnsOps({ hostNetns: `/var/run/netns/${nodeNs}` });
+    await ops.ensureGateway('weftgw0', ['10.244.1.1/24'], 1420);
+    await ops.addPod({
+      netns: `/var/run/netns/${podNs}`, ifname: 'eth0', hostIfname: vethHost, addresses: ['10.244.1.2/32'], gateways: ['10.244.1.1'],
+      mtu: 1420, hostMac: '02:00:00:00:01:01', podMac: '02:00:00:00:01:02',
+    });
     mkdirSync(netnsEtc, { recursive: true });
     writeFileSync(join(netnsEtc, 'resolv.conf'), 'nameserver 10.244.1.1\nsearch default.pod.weft.local pod.weft.local\noptions ndots:5\n');
     // The node's own upstream list: nothing reachable (out-of-zone names are not under test here).

@@ -5,12 +5,12 @@
  * reach it over the underlay like a real control plane. Each Node carries `spec.podCIDR` and its
  * underlay address as InternalIP; the agents run with `--kubeconfig` and neither `--seeds` nor
  * `--pod-cidr`, plus `--dns-listen 169.254.20.11:53` (the CoreDNS stub's address, which no
- * interface carries: the agent adds it to weftbr0). Cases, in order, sharing the lab:
+ * interface carries: the agent adds it to weftgw0). Cases, in order, sharing the lab:
  * blocks from Kubernetes; Node annotations; pod-to-pod reachability; DNS on the gateway and on
  * 169.254.20.11, and no forwarding for sources outside the cluster; a Node created later handed to
  * the running agents as a seed; a pod deleted from the API without a CNI DEL losing its DNS name;
  * traffic and DNS surviving the API server being stopped; `--uninstall` taking the link-local
- * address away with the bridge. Namespace prefix: wlk.
+ * address away with the gateway device weftgw0 and the pods' veths. Namespace prefix: wlk.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -115,11 +115,11 @@ describe.skipIf(skip)(`e2e: agents configured from the Kubernetes API server${WH
     expect(await pingOnce(c!.netns, a!.ip)).toBe(true);
   }, 120_000);
 
-  it('serves DNS on the gateway and on the --dns-listen link-local address it added to weftbr0; no forwarding for outside sources', async () => {
+  it('serves DNS on the gateway and on the --dns-listen link-local address it added to weftgw0; no forwarding for outside sources', async () => {
     const [n1, n2] = lab.meta.nodes;
     const [a, b, c] = lab.meta.pods;
-    const bridge = await lab.exec(n1!.name, ['ip', '-j', 'addr', 'show', 'dev', 'weftbr0']);
-    expect(JSON.parse(bridge.stdout)[0].addr_info.map((x: { local: string; prefixlen: number }) => `${x.local}/${x.prefixlen}`)).toContain(`${STUB}/32`);
+    const gw = await lab.exec(n1!.name, ['ip', '-j', 'addr', 'show', 'dev', 'weftgw0']);
+    expect(JSON.parse(gw.stdout)[0].addr_info.map((x: { local: string; prefixlen: number }) => `${x.local}/${x.prefixlen}`)).toContain(`${STUB}/32`);
     const name = `${b!.podName}.${POD_NS}.pod.${ZONE}`;
     // The remote pod's name, from a pod on the other node, through its gateway and through the stub address.
     await waitFor(`${name} from ${c!.netns}`, 30_000, async () => ((await dig(c!.netns, '+short', `@${cidrOf(2).replace('.0/24', '.1')}`, name, 'A')).stdout.trim() === b!.ip ? true : undefined));
@@ -184,14 +184,15 @@ describe.skipIf(skip)(`e2e: agents configured from the Kubernetes API server${WH
     for (const n of lab.meta.nodes) expect((await status(n.name)).ready).toBe(true);
   }, 120_000);
 
-  it('--uninstall removes the --dns-listen address weft added (with the bridge)', async () => {
+  it('--uninstall removes the --dns-listen address weft added (with weftgw0) and the pod veths', async () => {
     const n = lab.meta.nodes[0]!;
     await lab.stopAgent(n.name, 'term');
     await waitFor(`the agent of ${n.name} to exit`, 30_000, async () => (lab.agentPid(n.name) === undefined ? true : undefined));
     const r = await lab.exec(n.name, [lab.nodeBin, join(lab.repoDir, 'src', 'main.ts'), 'agent', '--uninstall', '--name', n.name, '--backend', lab.meta.backend], { check: false, timeoutMs: 30_000 });
     expect(r.code, r.stderr).toBe(0);
     const addrs = JSON.parse((await lab.exec(n.name, ['ip', '-j', 'addr', 'show'])).stdout) as { ifname: string; addr_info: { local: string }[] }[];
-    expect(addrs.map((l) => l.ifname)).not.toContain('weftbr0');
+    expect(addrs.map((l) => l.ifname)).not.toContain('weftgw0');
+    expect(addrs.map((l) => l.ifname).filter((x) => /^wv[0-9a-f]{11}$/.test(x))).toEqual([]);
     expect(addrs.flatMap((l) => l.addr_info.map((x) => x.local))).not.toContain(STUB);
   }, 60_000);
 });

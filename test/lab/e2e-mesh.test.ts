@@ -1,6 +1,7 @@
 /**
  * End-to-end tests of issue 4 in one lab (3 nodes x 2 pods, real agents, real CNI plugin,
- * wireguard-go): pod-to-pod reachability (ICMP and TCP), an underlay capture holding only
+ * wireguard-go): pod-to-pod reachability (ICMP and TCP; same-node pods are routed by the node),
+ * the routed pod veths and weftgw0, an underlay capture holding only
  * WireGuard UDP, established TCP connections surviving an agent SIGKILL + restart, a removed
  * node's peer and routes disappearing within the mesh's detection time, and a fourth node joining.
  * The cases run in order and share the lab, because CI has 2 cores and 30 minutes for everything.
@@ -110,6 +111,25 @@ describe.skipIf(skip)(`e2e: 3 nodes x 2 pods${WHY}`, () => {
     expect(s.otherSamples).toEqual([]);
     expect(s.other).toBe(0);
     expect(s.total).toBe(s.wireguard + s.gossip + s.arp);
+  });
+
+  it('pods sit on routed veths: no bridge, the gateway on weftgw0, a host route per pod, host reaches its pods, unused block addresses go nowhere', async () => {
+    for (const n of lab.meta.nodes) {
+      const j = async (args: string[]) => JSON.parse((await lab.exec(n.name, ['ip', '-j', ...args])).stdout || '[]');
+      expect(await j(['-d', 'link', 'show', 'type', 'bridge']), `${n.name}: bridges`).toEqual([]);
+      const gw = (await j(['addr', 'show', 'dev', 'weftgw0']))[0].addr_info.map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`);
+      expect(gw).toContain(`${n.meshIP}/24`);
+      for (const p of lab.meta.pods.filter((x) => x.node === n.name)) {
+        const routes = await j(['route', 'show', `${p.ip}/32`]);
+        expect(routes, `${n.name}: host route to ${p.ip}`).toHaveLength(1);
+        expect(routes[0].dev).toMatch(/^wv[0-9a-f]{11}$/);
+        expect((await lab.exec(n.name, ['ping', '-n', '-c', '1', '-W', '2', p.ip], { check: false })).code, `${n.name} -> ${p.ip}`).toBe(0);
+      }
+      const local = lab.meta.pods.find((x) => x.node === n.name)!;
+      const unused = `${n.meshIP.split('.').slice(0, 3).join('.')}.200`;
+      expect((await j(['route', 'get', unused]))[0].dev).toBe('weftgw0');
+      expect((await lab.exec(local.netns, ['ping', '-n', '-c', '1', '-W', '1', unused], { check: false })).code).not.toBe(0);
+    }
   });
 
   it('SIGKILL of one agent and a restart keep established TCP connections, on other nodes and on that node', async () => {
