@@ -27,7 +27,7 @@ import { FakeRtNetlink, linkFakes } from '../src/datapath/rtnetlink-fake.ts';
 import { FakeWireGuardBackend } from '../src/wireguard/fake.ts';
 import { generateKeyPair } from '../src/wireguard/keys.ts';
 import { createAgentMetrics } from '../src/observe/metrics.ts';
-import { syntheticNodeInfo } from './suite/peer-feeder.ts';
+import { SYNTHETIC_CLUSTER_CIDR, syntheticNodeInfo } from './suite/peer-feeder.ts';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   const mesh = new FixedMesh(members(n));
   const withMesh = heapMb();
   const rssBefore = +(process.memoryUsage().rss / 1048576).toFixed(2);
-  const config = parseConfig({ name: 'self', listenAddr: '192.0.2.254', seeds: '', stateDir: '/nonexistent/state', runDir: '/nonexistent/run', clusterCIDR: '10.244.0.0/16' }, {});
+  const config = parseConfig({ name: 'self', listenAddr: '192.0.2.254', seeds: '', stateDir: '/nonexistent/state', runDir: '/nonexistent/run', clusterCidr: SYNTHETIC_CLUSTER_CIDR }, {});
   const kp = generateKeyPair();
   const fake = new FakeWireGuardBackend();
   const rt = new FakeRtNetlink();

@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,7 @@ import type { AgentStatus } from '../../src/agent/agent.ts';
 import { uniquePrefix } from '../../src/lab/host.ts';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
 import { AGENT_NODE_FLAGS } from '../../src/agent/node-flags.ts';
+import { SYNTHETIC_CLUSTER_CIDR } from './peer-feeder.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -63,6 +64,24 @@ export interface RssOptions {
    * sources (src/main.ts, type-stripped at load) cost ~30 MB more at idle.
    */
   readonly script?: string;
+  /** Namespace/lab prefix base (a random suffix is added); default `wbn`. */
+  readonly prefix?: string;
+  /** Called with the agent's pid when idle (0 peers) and when measured (after convergence), e.g. to save its smaps. */
+  readonly inspect?: (phase: 'idle' | 'measured', pid: number) => Promise<void>;
+}
+
+/**
+ * Resident MB of the mappings of `binary` (the node executable: its text, ICU data and read-only
+ * data are file-backed pages VmRSS counts) in a /proc/<pid>/smaps text. Pure.
+ */
+export function smapsBinaryMb(smaps: string, binary: string): number {
+  let kb = 0;
+  let inBinary = false;
+  for (const line of smaps.split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inBinary = line.endsWith(` ${binary}`);
+    else if (inBinary && line.startsWith('Rss:')) kb += Number(/(\d+)/.exec(line)?.[1] ?? 0);
+  }
+  return Math.round((kb / 1024) * 10) / 10;
 }
 
 /**
@@ -96,13 +115,18 @@ export async function measureAgentRss(opts: RssOptions): Promise<Record<string, 
   const progress = opts.progress ?? (() => {});
   const shipped = opts.script !== undefined ? { script: opts.script, entry: opts.script.endsWith('.ts') ? 'source' : 'bundle', cleanup: async () => {} } : await shippedEntry(progress);
   const flags = opts.nodeFlags ?? AGENT_NODE_FLAGS;
-  const lab = new Lab({ prefix: uniquePrefix('wbn'), agentLogLevel: 'warn', resync: '30s', progress, agentNodeFlags: flags, agentScript: shipped.script });
+  const lab = new Lab({ prefix: uniquePrefix(opts.prefix ?? 'wbn'), agentLogLevel: 'warn', resync: '30s', progress, agentNodeFlags: flags, agentScript: shipped.script });
   const t0 = performance.now();
   try {
-    const meta = await lab.up({ nodes: 1, podsPerNode: 0, backend: opts.backend });
+    // The synthetic peers hold /24 blocks outside the lab's 10.244.0.0/16: widen the agent's cluster CIDR to hold them.
+    const meta = await lab.up({ nodes: 1, podsPerNode: 0, backend: opts.backend, agentArgs: ['--cluster-cidr', SYNTHETIC_CLUSTER_CIDR] });
     const node = meta.nodes[0]!;
     const pid = lab.agentPid(node.name)!;
     const idle = parseVmStatus(await readFile(`/proc/${pid}/status`, 'utf8'));
+    const exe = await readlink(`/proc/${pid}/exe`);
+    const binaryMb = async (): Promise<number> => smapsBinaryMb(await readFile(`/proc/${pid}/smaps`, 'utf8'), exe);
+    const idleBinary = await binaryMb();
+    await opts.inspect?.('idle', pid);
     await lab.spawnIn(node.name, [lab.nodeBin, join(HERE, 'peer-feeder.ts'), '--count', String(opts.peers), '--bind', node.underlayIP, '--seed', `${node.underlayIP}:${meta.meshPort}`, '--key-file', '/var/lib/weft/mesh.key'], 'peer-feeder');
     const c = lab.client(node.name, 10_000);
     let seen = 0;
@@ -138,7 +162,9 @@ export async function measureAgentRss(opts: RssOptions): Promise<Record<string, 
     const cpuAfter = parseProcCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'));
     const status = await c.get<AgentStatus>('/v1/status');
     const full = parseVmStatus(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, anon_mb: full.anon_mb, file_mb: full.file_mb, idle_rss_mb: idle.rss_mb, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs, cpu_s_to_converge: cpuConverged, cpu_s_steady_10s: Math.round((cpuAfter - cpuConverged) * 100) / 100, agent_entry: shipped.entry, node_flags: flags.join(' ') };
+    const fullBinary = await binaryMb();
+    await opts.inspect?.('measured', pid);
+    return { peers: status.peers.length, peers_wanted: opts.peers, complete, rss_mb: full.rss_mb, hwm_mb: full.hwm_mb, anon_mb: full.anon_mb, file_mb: full.file_mb, node_binary_mb: fullBinary, idle_rss_mb: idle.rss_mb, idle_node_binary_mb: idleBinary, target_rss_mb: 80, ok: full.rss_mb <= 80, backend: opts.backend, setup_ms: convergeMs, cpu_s_to_converge: cpuConverged, cpu_s_steady_10s: Math.round((cpuAfter - cpuConverged) * 100) / 100, agent_entry: shipped.entry, node_flags: flags.join(' ') };
   } finally {
     await lab.down().catch((e: unknown) => progress(`bench: removing the RSS lab: ${(e as Error).message}`));
     await shipped.cleanup().catch(() => {});

@@ -14,12 +14,22 @@ import nacl from 'tweetnacl';
 import { Keyring, VerifyCache, createMesh, generateIdentity, type Mesh } from '../../mesh/index.ts';
 import type { NodeInfo } from '../../src/model.ts';
 
-/** The pod block and mesh IP of synthetic peer `i`: a /28 in 10.244.128.0/17 (inside the lab's cluster CIDR, clear of node blocks). Pure. */
+/**
+ * The cluster CIDR the agent under measurement runs with: it holds the lab node's own block
+ * (10.244.0.0/24) and every synthetic peer's /24 (see {@link syntheticBlock}).
+ */
+export const SYNTHETIC_CLUSTER_CIDR = '10.0.0.0/8';
+
+/**
+ * The pod block and mesh IP of synthetic peer `i`: a /24 (the default `--block-size`, as real
+ * nodes hold) in 10.100.0.0/13, clear of the lab's node blocks in 10.244.0.0/16. Smaller blocks
+ * would cost the agent more than real nodes do: its DNS table answers one reverse zone per /24 of
+ * a block, 16 per /28 (bench/README.md, "Agent memory"). Pure.
+ */
 export function syntheticBlock(i: number): { podCIDR: string; meshIP: string } {
   if (!Number.isInteger(i) || i < 0 || i >= 2048) throw new RangeError(`peer-feeder: peer index ${i} is outside 0..2047`);
-  const third = 128 + (i >> 4);
-  const fourth = (i & 15) << 4;
-  return { podCIDR: `10.244.${third}.${fourth}/28`, meshIP: `10.244.${third}.${fourth + 1}` };
+  const net = `10.${100 + (i >> 8)}.${i & 255}`;
+  return { podCIDR: `${net}.0/24`, meshIP: `${net}.1` };
 }
 
 /** The `node` entry synthetic peer `i` publishes. Pure apart from the given key. */

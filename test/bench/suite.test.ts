@@ -10,7 +10,7 @@ import { compareReports, flatten, renderComparison } from '../../bench/suite/com
 import { chartSpec, ratioToPlain, renderChart, renderMarkdown, weftOverManual, type BenchReport } from '../../bench/suite/report.ts';
 import { controlJobs, lastJsonObject } from '../../bench/suite/control.ts';
 import { syntheticBlock, syntheticNodeInfo } from '../../bench/suite/peer-feeder.ts';
-import { parseProcCpuSeconds, parseVmStatus } from '../../bench/suite/agent-rss.ts';
+import { parseProcCpuSeconds, parseVmStatus, smapsBinaryMb } from '../../bench/suite/agent-rss.ts';
 import { timestampDir } from '../../bench/suite/run.ts';
 
 const fixture = (name: string): string => readFileSync(join(import.meta.dirname, 'fixtures', name), 'utf8');
@@ -276,16 +276,18 @@ describe('control plane and helpers', () => {
     expect(lastJsonObject('note\n{"a":1}\n{"b":2}\ntrailer\n')).toEqual({ b: 2 });
     expect(lastJsonObject('[1]\n{broken\n')).toBeUndefined();
   });
-  it('synthetic peers get distinct /28 blocks inside 10.244.128.0/17 with the mesh IP inside', () => {
+  it('synthetic peers get distinct /24 blocks inside 10.100.0.0/13 with the mesh IP inside', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 2048; i++) {
       const b = syntheticBlock(i);
       expect(seen.has(b.podCIDR)).toBe(false);
       seen.add(b.podCIDR);
-      const [, third, fourth] = /^10\.244\.(\d+)\.(\d+)\/28$/.exec(b.podCIDR)!.map(Number);
-      expect(third).toBeGreaterThanOrEqual(128);
+      const [, second, third] = /^10\.(\d+)\.(\d+)\.0\/24$/.exec(b.podCIDR)!.map(Number);
+      // Clear of the lab's node blocks (10.244.0.0/16), inside SYNTHETIC_CLUSTER_CIDR (10.0.0.0/8).
+      expect(second).toBeGreaterThanOrEqual(100);
+      expect(second).toBeLessThan(108);
       expect(third).toBeLessThanOrEqual(255);
-      expect(b.meshIP).toBe(`10.244.${third}.${fourth! + 1}`);
+      expect(b.meshIP).toBe(`10.${second}.${third}.1`);
     }
     expect(() => syntheticBlock(2048)).toThrow(RangeError);
     expect(syntheticNodeInfo(3, 'k', 5)).toMatchObject({ format: 1, name: 'rss-3', keepalive: 0, endpoints: ['192.0.2.4:51820'] });
@@ -297,6 +299,23 @@ describe('control plane and helpers', () => {
     // utime 250 + stime 50 ticks; the command name holds a space and a parenthesis.
     expect(parseProcCpuSeconds('4242 (node a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1 2 3')).toBe(3);
     expect(() => parseProcCpuSeconds('1 (x) S')).toThrow(/utime/);
+  });
+  it('sums the resident pages of the node binary mappings in smaps', () => {
+    const smaps = [
+      '00400000-00b3e000 r--p 00000000 08:01 123 /opt/node/bin/node',
+      'Size:              11512 kB',
+      'Rss:                1024 kB',
+      '00f42000-0372f000 r-xp 00b42000 08:01 123 /opt/node/bin/node',
+      'Rss:                2048 kB',
+      '7f0000000000-7f0000100000 rw-p 00000000 00:00 0 ',
+      'Rss:                4096 kB',
+      '7f0000200000-7f0000300000 r-xp 00000000 08:01 9 /usr/lib/libc.so.6',
+      'Rss:                 512 kB',
+      '7f0000400000-7f0000500000 r--p 00000000 08:01 9 /opt/node/bin/node-other',
+      'Rss:                 512 kB',
+    ].join('\n');
+    expect(smapsBinaryMb(smaps, '/opt/node/bin/node')).toBe(3);
+    expect(smapsBinaryMb(smaps, '/nonexistent')).toBe(0);
   });
   it('timestamps are directory names', () => {
     expect(timestampDir(new Date('2026-11-23T13:05:09.123Z'))).toBe('2026-11-23T13-05-09Z');
