@@ -81,7 +81,7 @@ describe.skipIf(skip)(`a relayed pair returns to direct once the direct path wor
     const back = await linkOn(n1, n2, (p) => p.link !== 'relayed' && p.relay === undefined, 180_000);
     expect(back.endpoint).toBe(direct.endpoint);
     const other = await linkOn(n2, n1, (p) => p.link !== 'relayed' && p.relay === undefined, 60_000);
-    expect(other.endpoint.startsWith(`${lab.node(n3).underlayIP}:`), row(other)).toBe(false);
+    expect(other.endpoint?.startsWith(`${lab.node(n3).underlayIP}:`), row(other)).toBe(false);
     await waitFor(`${n1} -> ${n2} directly`, 60_000, async () => ((await ping(n1, n2)) ? true : undefined), 1000);
     const wg = await lab.exec(n1, ['wg', 'show', 'weft0', 'endpoints']);
     expect(wg.stdout).toContain(direct.endpoint);
