@@ -21,7 +21,8 @@ import { Lab, waitFor } from '../../src/lab/lab.ts';
 import { argvPort, isolateNodes } from '../../src/lab/clouds.ts';
 import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
 import { labPrerequisites } from './prerequisites.ts';
-import type { AgentStatus, PeerStatus } from '../../src/agent/agent.ts';
+import type { AgentStatus } from '../../src/agent/agent.ts';
+import { peerOf, peerRow, pingPod, reachPod } from './pod-links.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const NODE = process.execPath;
@@ -47,10 +48,8 @@ afterAll(async () => {
   await new LabHost({ prefix: PREFIX, warn: log }).down();
 }, 120_000);
 
-const pod = (node: string) => lab.meta.pods.find((p) => p.node === node)!;
-const ping = async (from: string, to: string, count = 1): Promise<boolean> =>
-  (await lab.exec(pod(from).netns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '2', pod(to).ip], { check: false })).code === 0;
-const reach = (from: string, to: string, timeoutMs = 60_000) => waitFor(`${pod(from).netns} -> ${pod(to).ip}`, timeoutMs, async () => ((await ping(from, to)) ? true : undefined), 1000);
+const ping = (from: string, to: string, count = 1): Promise<boolean> => pingPod(lab, from, to, count);
+const reach = (from: string, to: string, timeoutMs = 60_000) => reachPod(lab, from, to, timeoutMs);
 
 /** `weft status --json` run in the node (the CLI, through the agent's socket). */
 async function statusJson(node: string): Promise<AgentStatus> {
@@ -61,8 +60,7 @@ async function statusJson(node: string): Promise<AgentStatus> {
     throw new Error(`weft status --json on ${node} printed no status (exit ${r.code}): ${r.stderr.slice(0, 300)}`);
   }
 }
-const peerOf = (st: AgentStatus, name: string): PeerStatus | undefined => st.peers.find((p) => p.name === name);
-const row = (p: PeerStatus | undefined) => (p ? `${p.name} ${p.endpoint} ${p.link}${p.relay ? ` via ${p.relay}` : ''} hs=${p.lastHandshake}` : 'absent');
+const row = peerRow;
 
 async function dumpPeers(): Promise<void> {
   for (const n of [...c1, a, b]) {

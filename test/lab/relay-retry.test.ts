@@ -17,6 +17,7 @@ import { isolateNodes, reconnectNodes } from '../../src/lab/clouds.ts';
 import { LabHost, removeStaleLabs } from '../../src/lab/host.ts';
 import { labPrerequisites } from './prerequisites.ts';
 import type { AgentStatus, PeerStatus } from '../../src/agent/agent.ts';
+import { peerOf, peerRow, pingPod, reachPod } from './pod-links.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const NODE = process.execPath;
@@ -41,12 +42,9 @@ afterAll(async () => {
   await new LabHost({ prefix: PREFIX, warn: log }).down();
 }, 120_000);
 
-const pod = (node: string) => lab.meta.pods.find((p) => p.node === node)!;
-const ping = async (from: string, to: string, count = 1): Promise<boolean> =>
-  (await lab.exec(pod(from).netns, ['ping', '-n', '-c', String(count), '-i', '0.2', '-W', '1', pod(to).ip], { check: false })).code === 0;
+const ping = (from: string, to: string, count = 1): Promise<boolean> => pingPod(lab, from, to, count);
 const status = (node: string) => lab.client(node).get<AgentStatus>('/v1/status');
-const peerOf = (st: AgentStatus, name: string): PeerStatus | undefined => st.peers.find((p) => p.name === name);
-const row = (p: PeerStatus | undefined) => (p ? `${p.name} ${p.endpoint} ${p.link}${p.relay ? ` via ${p.relay}` : ''} hs=${p.lastHandshake}` : 'absent');
+const row = peerRow;
 
 /** Waits until `node` sees `peer` in the wanted state, pinging the peer's pod every round so the link carries traffic. */
 const linkOn = (node: string, peer: string, want: (p: PeerStatus) => boolean, timeoutMs: number) =>
@@ -61,7 +59,7 @@ const linkOn = (node: string, peer: string, want: (p: PeerStatus) => boolean, ti
 
 describe.skipIf(skip)(`a relayed pair returns to direct once the direct path works again${WHY}`, () => {
   it('direct, then relayed through node 3 while cut off, then direct again after the cut is lifted', async () => {
-    for (const [a, b] of [[n1, n2], [n2, n1], [n1, n3]] as const) await waitFor(`${a} -> ${b}`, 60_000, async () => ((await ping(a, b)) ? true : undefined), 1000);
+    for (const [a, b] of [[n1, n2], [n2, n1], [n1, n3]] as const) await reachPod(lab, a, b);
     const direct = peerOf(await status(n1), n2)!;
     expect(direct.relay, row(direct)).toBeUndefined();
 
@@ -71,7 +69,7 @@ describe.skipIf(skip)(`a relayed pair returns to direct once the direct path wor
     const relayed = await linkOn(n1, n2, (p) => p.link === 'relayed', 150_000);
     expect(relayed.relay).toBe(n3);
     expect(relayed.endpoint).toMatch(new RegExp(`^${lab.node(n3).underlayIP.replace(/\./g, '\\.')}:519\\d\\d$`));
-    await waitFor(`${n1} -> ${n2} through ${n3}`, 60_000, async () => ((await ping(n1, n2)) ? true : undefined), 1000);
+    await reachPod(lab, n1, n2);
     expect(await ping(n2, n1, 3)).toBe(true);
 
     // Lift the cut: both sides see direct mesh answers again and drop their wants after --relay-retry;
@@ -82,7 +80,7 @@ describe.skipIf(skip)(`a relayed pair returns to direct once the direct path wor
     expect(back.endpoint).toBe(direct.endpoint);
     const other = await linkOn(n2, n1, (p) => p.link !== 'relayed' && p.relay === undefined, 60_000);
     expect(other.endpoint?.startsWith(`${lab.node(n3).underlayIP}:`), row(other)).toBe(false);
-    await waitFor(`${n1} -> ${n2} directly`, 60_000, async () => ((await ping(n1, n2)) ? true : undefined), 1000);
+    await reachPod(lab, n1, n2);
     const wg = await lab.exec(n1, ['wg', 'show', 'weft0', 'endpoints']);
     expect(wg.stdout).toContain(direct.endpoint);
     // Whichever side asked for the relay (the first to notice the stall) dropped it on the mesh's evidence, not for changed endpoints.
