@@ -142,7 +142,21 @@ function readEntry(r: Reader, l: Limits): SignedEntry {
   const signature = r.raw(64);
   if (owner.length === 0 || owner.includes('\u0000') || key.includes('\u0000')) throw new DecodeError('bad entry owner or key');
   if (flag === 1 && payload.length > 0) throw new DecodeError('tombstone with payload');
-  return { owner, key, version, expiresAt, deleted: flag === 1, payload: new Uint8Array(payload), signature: new Uint8Array(signature) };
+  // Copied out of the packet (which must not be retained) into ONE buffer: a member keeps every
+  // entry it stores, and each separate ArrayBuffer costs ~200 bytes of bookkeeping beside its bytes.
+  const [p, sig] = copyTogether(payload, signature);
+  return { owner, key, version, expiresAt, deleted: flag === 1, payload: p, signature: sig };
+}
+
+/**
+ * Copies of `a` and `b` as views of one new ArrayBuffer (never of the packet they were read from):
+ * decoded fields kept for a member's lifetime then cost one buffer, not two.
+ */
+function copyTogether(a: Uint8Array, b: Uint8Array): [Uint8Array, Uint8Array] {
+  const both = new Uint8Array(a.length + b.length);
+  both.set(a);
+  both.set(b, a.length);
+  return [both.subarray(0, a.length), both.subarray(a.length)];
 }
 
 function writeAlive(w: Writer, m: Omit<AliveMsg, 'type'>): void {
@@ -154,8 +168,7 @@ function readAlive(r: Reader, l: Limits): AliveMsg {
   const incarnation = r.u64();
   const addr = r.str(64);
   const port = r.u16();
-  const identityKey = new Uint8Array(r.raw(32));
-  const signature = new Uint8Array(r.raw(64));
+  const [identityKey, signature] = copyTogether(r.raw(32), r.raw(64));
   if (name.length === 0) throw new DecodeError('empty member name');
   return { type: MsgType.alive, name, incarnation, addr, port, identityKey, signature };
 }
