@@ -111,7 +111,7 @@ export interface DatapathOptions {
   /**
    * How the hand-made modes attach a pod to its node: a routed veth (default; the gateway address
    * on the veth) or, for attributing weft's overhead, a bridge carrying the gateway as weft's
-   * `weftbr0` does. Not a CLI option; `bench/README.md` records what it showed.
+   * `weftbr0` did before weft moved to routed veths. Not a CLI option; `bench/README.md` records what it showed.
    */
   readonly manualPodAttach?: 'veth' | 'bridge';
   /**
