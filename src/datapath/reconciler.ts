@@ -205,7 +205,7 @@ export class DatapathReconciler {
   /**
    * Stops, then removes what weft owns: every route carrying weft's protocol in the main table and
    * the WireGuard interface `ifname` (and, for userspace, the process weft started). Routes of
-   * other protocols, the underlay and the bridge are left alone. Rejects with {@link DatapathError}
+   * other protocols (the CNI's per-pod routes included), the underlay and the pod gateway device are left alone. Rejects with {@link DatapathError}
    * listing what could not be removed.
    */
   async uninstall(ifname: string): Promise<void> {

@@ -6,8 +6,8 @@
  *
  * Topology of lab `P` (all inside namespaces the lab creates; no host interface is touched):
  *
- *   netns P-ul: bridge br0  <-veth->  netns P-n<i>: eth0 198.18.x.(10+i)/24  (agent, weft0, weftbr0)
- *                                          weftbr0 <-veth-> netns P-n<i>-p<j>: eth0 (from the CNI plugin)
+ *   netns P-ul: bridge br0  <-veth->  netns P-n<i>: eth0 198.18.x.(10+i)/24  (agent, weft0, weftgw0)
+ *                                          routed veth <-> netns P-n<i>-p<j>: eth0 (from the CNI plugin)
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';

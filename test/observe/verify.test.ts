@@ -11,9 +11,11 @@ const healthy = [
   { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel' },
   { dst: '10.244.0.0/16', dev: 'weft0', protocol: 'weft' },
   { dst: '10.244.2.0/24', dev: 'weft0', protocol: 'weft' },
-  { dst: '10.244.1.0/24', dev: 'weftbr0', protocol: 'kernel' },
-  { type: 'local', dst: '10.244.1.1', dev: 'weftbr0', table: 'local' },
-  { type: 'broadcast', dst: '10.244.1.255', dev: 'weftbr0', table: 'local' },
+  { dst: '10.244.1.0/24', dev: 'weftgw0', protocol: 'kernel' },
+  // A local pod on its routed veth (the CNI's host route).
+  { dst: '10.244.1.2', dev: 'weft4f0c2a1b', protocol: 'boot', scope: 'link' },
+  { type: 'local', dst: '10.244.1.1', dev: 'weftgw0', table: 'local' },
+  { type: 'broadcast', dst: '10.244.1.255', dev: 'weftgw0', table: 'local' },
   { type: 'unreachable', dst: '10.244.9.0/24' },
 ];
 
