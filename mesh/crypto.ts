@@ -56,22 +56,35 @@ export function publicKeyObject(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
+/** Default bound of {@link VerifyCache} results: recent verifications, for copies that arrive again before they are merged. */
+export const DEFAULT_VERIFY_RESULTS = 4096;
+
+/** Default bound of {@link VerifyCache} parsed public keys: one per member, so a mesh up to this size never re-parses. */
+export const DEFAULT_VERIFY_KEYS = 16_384;
+
 /**
  * Verifies ed25519 signatures, remembering the outcome per content hash (public key, message,
- * signature) so that an entry gossiped many times is verified once. Bounded: the oldest results are
- * forgotten past `maxEntries`. May be shared between simulated members (it holds no secrets).
+ * signature) so that a copy arriving again before it was merged (or a forged one, again) is not
+ * verified twice. Bounded: the oldest results are forgotten past `maxEntries`, the oldest parsed
+ * public keys past `maxKeys`. May be shared between simulated members (it holds no secrets).
+ *
+ * A member verifies only versions newer than the one it holds, so once merged a result is rarely
+ * asked for again: the default keeps the most recent {@link DEFAULT_VERIFY_RESULTS} (about 0.4 MB).
+ * A larger bound would only hold superseded versions on a long-running agent (about 10 MB at 100,000).
  */
 export class VerifyCache {
   private readonly results = new Map<string, boolean>();
   private readonly keys = new Map<string, KeyObject>();
   private readonly maxEntries: number;
+  private readonly maxKeys: number;
   /** Number of real signature verifications performed (cache misses). */
   verifications = 0;
   /** Number of lookups answered from the cache. */
   hits = 0;
 
-  constructor(maxEntries = 100_000) {
+  constructor(maxEntries = DEFAULT_VERIFY_RESULTS, maxKeys = DEFAULT_VERIFY_KEYS) {
     this.maxEntries = maxEntries;
+    this.maxKeys = maxKeys;
   }
 
   /** True if `signature` is a valid ed25519 signature of `message` by `publicKey`. Never throws. */
@@ -89,7 +102,7 @@ export class VerifyCache {
       let key = this.keys.get(kid);
       if (key === undefined) {
         key = publicKeyObject(publicKey);
-        if (this.keys.size >= this.maxEntries) this.keys.delete(this.keys.keys().next().value!);
+        if (this.keys.size >= this.maxKeys) this.keys.delete(this.keys.keys().next().value!);
         this.keys.set(kid, key);
       }
       ok = verify(null, message, key, signature);

@@ -67,7 +67,8 @@ if (import.meta.main) {
   // their acks to the agent, which then declared them dead; a member declared dead never heard of
   // it (it does not gossip), so the count stalled below N for minutes on a loaded host. They
   // still answer the agent's probes and indirect probe requests.
-  const verifyCache = new VerifyCache();
+  // Shared by all synthetic members, which verify the same entries: a bound above what they hold together.
+  const verifyCache = new VerifyCache(1_000_000);
   const profile = { probeIntervalMs: 600_000, gossipIntervalMs: 2000, gossipNodes: 0, pushPullIntervalMs: 120_000 };
   const start = async (i: number, seeds: string[], attempt = 1): Promise<string> => {
     try {

@@ -42,6 +42,18 @@ describe('identity (native Ed25519, same keys as tweetnacl)', () => {
     expect(cache.verify(id.publicKey, msg, new Uint8Array(10))).toBe(false);
   });
 
+  it('bounds parsed public keys on their own: more identities than the key bound still verify, and results stay cached', () => {
+    const ids = [generateIdentity(), generateIdentity(), generateIdentity()];
+    const cache = new VerifyCache(16, 1);
+    const msg = new Uint8Array([7]);
+    for (const id of ids) expect(cache.verify(id.publicKey, msg, signWith(id, msg))).toBe(true);
+    for (const id of ids) expect(cache.verify(id.publicKey, msg, signWith(id, msg))).toBe(true);
+    expect(cache.verifications).toBe(3);
+    expect(cache.hits).toBe(3);
+    const other = generateIdentity();
+    expect(cache.verify(other.publicKey, msg, signWith(ids[0]!, msg))).toBe(false);
+  });
+
   it('is bounded', () => {
     const id = generateIdentity();
     const cache = new VerifyCache(4);
