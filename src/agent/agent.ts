@@ -370,9 +370,7 @@ export class Agent {
           this.#log.child({ component: 'relay' }).error({ err }, 'relay update failed');
         }
       }
-      this.#auditPeers(result.desired);
-      const before = new Set((this.#lastDesired?.peers ?? []).map((p) => p.publicKey));
-      const added = result.desired.peers.some((p) => !before.has(p.publicKey));
+      const added = this.#auditPeers(result.desired);
       this.#lastDesired = result.desired;
       this.#lastRemotes = result.remotes;
       try {
@@ -608,14 +606,23 @@ export class Agent {
     this.trigger('key-rotated');
   }
 
-  /** Audit trail (issue 9): one `audit: true` line per node that becomes or stops being a peer. */
-  #auditPeers(next: DesiredState): void {
+  /**
+   * Audit trail (issue 9): one `audit: true` line per node that becomes or stops being a peer, or
+   * changes its key, against the last desired state. Returns true when a peer was added or re-keyed:
+   * that WireGuard peer has no session yet.
+   */
+  #auditPeers(next: DesiredState): boolean {
+    // The planner hands back its last plan object while nothing changed: nothing to compare.
+    if (next === this.#lastDesired) return false;
     const before = new Map((this.#lastDesired?.peers ?? []).map((p) => [p.name, p]));
     const after = new Map(next.peers.map((p) => [p.name, p]));
+    let fresh = false;
     for (const [name, p] of after) {
       const was = before.get(name);
       if (!was) this.#log.info({ audit: true, event: 'peer-added', peer: name, publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs }, 'peer added');
       else if (was.publicKey !== p.publicKey) this.#log.info({ audit: true, event: 'peer-key-changed', peer: name, publicKey: p.publicKey }, 'peer key changed');
+      else continue;
+      fresh = true;
     }
     for (const name of before.keys()) {
       if (!after.has(name)) {
@@ -623,6 +630,7 @@ export class Agent {
         this.#log.info({ audit: true, event: 'peer-removed', peer: name, meshState: r?.state ?? 'gone' }, 'peer removed');
       }
     }
+    return fresh;
   }
 
   async #deviceHasPeers(): Promise<boolean> {
