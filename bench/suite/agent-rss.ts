@@ -15,6 +15,7 @@ import type { AgentStatus } from '../../src/agent/agent.ts';
 import { uniquePrefix } from '../../src/lab/host.ts';
 import { Lab, waitFor } from '../../src/lab/lab.ts';
 import { AGENT_NODE_FLAGS } from '../../src/agent/node-flags.ts';
+import { CLK_TCK, parsePidStatTicks } from './datapath.ts';
 import { SYNTHETIC_CLUSTER_CIDR } from './peer-feeder.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -39,14 +40,9 @@ export function parseVmStatus(text: string): { rss_mb: number; hwm_mb: number; a
   return out;
 }
 
-/** User + system CPU seconds of a process from its /proc/<pid>/stat text (clock ticks at 100 Hz). Pure. */
+/** User + system CPU seconds of a process from its /proc/<pid>/stat text (the datapath bench's tick parser). Pure. */
 export function parseProcCpuSeconds(stat: string): number {
-  // The command name (field 2) may hold spaces and parentheses: fields are counted after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(rest[11]);
-  const stime = Number(rest[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error('proc stat: no utime/stime');
-  return (utime + stime) / 100;
+  return parsePidStatTicks(stat) / CLK_TCK;
 }
 
 /** Options of {@link measureAgentRss}. */

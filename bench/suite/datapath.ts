@@ -465,7 +465,7 @@ interface CpuTally {
 const newTally = (): CpuTally => ({ coreSeconds: 0, extraCoreSeconds: 0, gbits: 0, wgTicks: 0, ctlTicks: 0, tcpGbits: 0 });
 
 /** Linux USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream architecture). */
-const CLK_TCK = 100;
+export const CLK_TCK = 100;
 
 /** utime + stime (ticks) from a /proc/<pid>/stat line; the command name may hold spaces and parentheses. Pure. */
 export function parsePidStatTicks(text: string): number {
