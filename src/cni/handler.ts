@@ -190,9 +190,8 @@ export function createCniHandler(opts: CniHandlerOptions): CniHandler {
         try {
           await opts.netns.addPod(s);
         } catch (err) {
-          // The gateway device may have been removed behind our back (the host routes name its
-          // address as source), or a stale host veth of this attachment survived an agent crash:
-          // clear both causes once and retry.
+          // The gateway device may have been removed behind our back, or a stale host veth of this
+          // attachment survived an agent crash: clear both causes once and retry.
           log.warn({ err, containerId: req.containerId }, 'pod link setup failed; re-ensuring the gateway device and retrying once');
           await opts.netns.delPod(s.hostIfname);
           await ensureGateway(true);

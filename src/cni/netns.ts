@@ -130,9 +130,9 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
   // sent). Found on first creation; adopting an existing device never needs it.
   let gatewayKind: 'dummy' | 'ifb' = 'dummy';
 
-  const removeDevice = async (dev: string): Promise<void> => {
+  const removeDevice = async (dev: string, what = 'device'): Promise<void> => {
     try {
-      await host(['link', 'del', safe(dev, 'device')]);
+      await host(['link', 'del', safe(dev, what)]);
     } catch (err) {
       if (!(err instanceof NetnsError && err.notFound)) throw err;
     }
@@ -231,13 +231,8 @@ export function createIprouteNetnsOps(opts: IprouteOptions = {}): NetnsOps {
       }
     },
 
-    async delPod(hostIfname) {
-      try {
-        await host(['link', 'del', safe(hostIfname, 'host ifname')]);
-      } catch (err) {
-        if (!(err instanceof NetnsError && err.notFound)) throw err;
-      }
-    },
+    // The pod end, its addresses and both ends' routes and neighbour entries go with the host end.
+    delPod: (hostIfname) => removeDevice(hostIfname, 'host ifname'),
 
     async checkPod(s) {
       safe(s.netns, 'netns');
