@@ -191,17 +191,14 @@ export class RelayService {
     for (const [name, want] of this.#wants) {
       const peer = byName.get(name);
       const gone = !peer || (peer.state !== 'alive' && peer.state !== 'suspect');
-      const why = gone
-        ? 'peer gone'
-        : signature(u.self, peer.info) !== want.sig
-          ? 'endpoints changed'
-          : this.#o.directAcks && now - want.since >= this.#retryAfter(name) && this.#acks(name) !== want.acks
-            ? 'the mesh reaches the peer directly again'
-            : undefined;
-      if (!why) continue;
+      const moved = !gone && signature(u.self, peer.info) !== want.sig;
+      // A direct retry keeps its back-off memory; the other reasons start afresh.
+      const retry = !gone && !moved && this.#o.directAcks !== undefined && now - want.since >= this.#retryAfter(name) && this.#acks(name) !== want.acks;
+      if (!gone && !moved && !retry) continue;
       this.#wants.delete(name);
-      if (why === 'the mesh reaches the peer directly again') this.#retries.set(name, { failures: this.#retries.get(name)?.failures ?? 0, at: now });
+      if (retry) this.#retries.set(name, { failures: this.#retries.get(name)?.failures ?? 0, at: now });
       else this.#retries.delete(name);
+      const why = gone ? 'peer gone' : moved ? 'endpoints changed' : 'the mesh reaches the peer directly again';
       this.#o.logger.info({ peer: name, why }, 'relay no longer asked for; trying the direct link again');
     }
     // A retry whose peer has not been wanted again for a while held: forget its back-off.
